@@ -1,0 +1,139 @@
+"""Configuration: ``harvest.toml`` plus environment variables, validated early.
+
+Precedence: command-line flag > environment > TOML file > built-in default. The TOML
+file is found at ``--config``, else ``$HARVEST_CONFIG``, else ``./harvest.toml``, else the
+copy shipped inside the package. Secrets (``NCBI_API_KEY``) and the contact e-mail come
+from the environment so that the file can be committed; there is never a built-in address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+DEFAULT_BASE_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
+
+
+class ConfigError(Exception):
+    """A missing, unreadable or invalid configuration."""
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One treatment: its PubMed query and a human title."""
+
+    name: str
+    title: str
+    query: str
+
+    @property
+    def query_version(self) -> str:
+        """A short hash of the normalized query text, recorded with every run."""
+        text = " ".join(self.query.split())
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+    @property
+    def source_name(self) -> str:
+        return f"pubmed:{self.name}"
+
+
+@dataclass(frozen=True)
+class NcbiSettings:
+    base_url: str = DEFAULT_BASE_URL
+    tool: str = "doesitwork"
+    email: str | None = None
+    api_key: str | None = None
+    batch_size: int = 500
+    overlap_days: int = 3
+    backfill_from: str = "1900/01/01"
+    expected_hours: int = 26
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_path: Path
+    ncbi: NcbiSettings
+    topics: dict[str, Topic]
+    config_path: str
+    # The whole parsed file, for sections other modules own (e.g. ``feeds``).
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> tuple[str, bytes]:
+    """Return (where, TOML bytes) following the documented search order."""
+    for candidate in (explicit, os.environ.get("HARVEST_CONFIG")):
+        if candidate:
+            path = Path(candidate)
+            try:
+                return str(path), path.read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot read configuration ({exc.strerror})") from exc
+    local = Path("harvest.toml")
+    if local.is_file():
+        return str(local), local.read_bytes()
+    packaged = resources.files("harvest") / "harvest.toml"
+    return "(built-in harvest.toml)", packaged.read_bytes()
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    *,
+    db: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Settings:
+    """Read the configuration and the environment into :class:`Settings`."""
+    env = dict(os.environ) if env is None else env
+    where, data = find_config(config)
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{where}: not valid TOML ({exc})") from exc
+    ncbi = _ncbi(raw.get("ncbi", {}), env, where)
+    topics = _topics(raw.get("topics", {}), where)
+    db_path = db or env.get("HARVEST_DB") or raw.get("database", {}).get("path") or "db/evidence.db"
+    return Settings(
+        db_path=Path(db_path), ncbi=ncbi, topics=topics, config_path=where, raw=raw
+    )
+
+
+def _ncbi(section: dict[str, Any], env: dict[str, str], where: str) -> NcbiSettings:
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: [ncbi] must be a table")
+    known = set(NcbiSettings.__dataclass_fields__) - {"api_key"}
+    unknown = set(section) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) in [ncbi]: {', '.join(sorted(unknown))}")
+    if "api_key" in section:
+        raise ConfigError(f"{where}: put the API key in NCBI_API_KEY, not in the file")
+    values = {**section}
+    values["base_url"] = env.get("NCBI_EUTILS_URL") or section.get("base_url") or DEFAULT_BASE_URL
+    values["email"] = env.get("NCBI_EMAIL") or section.get("email") or None
+    values["api_key"] = env.get("NCBI_API_KEY") or None
+    if values["email"] and not re.fullmatch(r"[^@\s]+@[^@\s]+", values["email"]):
+        raise ConfigError(f"NCBI e-mail {values['email']!r} does not look like an address")
+    for key in ("batch_size", "overlap_days", "expected_hours"):
+        if key in values and (not isinstance(values[key], int) or values[key] < 0):
+            raise ConfigError(f"{where}: [ncbi] {key} must be a non-negative integer")
+    if not 1 <= values.get("batch_size", 500) <= 10000:
+        raise ConfigError(f"{where}: [ncbi] batch_size must be between 1 and 10000")
+    return NcbiSettings(**values)
+
+
+def _topics(section: dict[str, Any], where: str) -> dict[str, Topic]:
+    if not isinstance(section, dict) or not section:
+        raise ConfigError(f"{where}: no [topics.*] defined; nothing to harvest")
+    topics = {}
+    for name, body in section.items():
+        if not re.fullmatch(r"[a-z0-9_]+", name):
+            raise ConfigError(f"{where}: topic name {name!r} must be lower-case letters, digits, _")
+        query = body.get("query") if isinstance(body, dict) else None
+        if not isinstance(query, str) or not query.strip():
+            raise ConfigError(f"{where}: [topics.{name}] needs a non-empty query")
+        topics[name] = Topic(name=name, title=body.get("title", name), query=" ".join(query.split()))
+    return topics

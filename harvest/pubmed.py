@@ -1,0 +1,231 @@
+"""Incremental PubMed harvesting of one topic query through E-utilities.
+
+Each run searches date windows (entry date for new records and, after the first run,
+modification date for revisions and retractions), bisects any window whose ``Count``
+exceeds what PubMed's esearch will list (9,999), fetches every window from the history
+server in batches, checks each batch against the PMIDs it should hold, and commits
+batch by batch. The cursor, the end of the last fully committed window, moves only in
+the same transaction as the data that justifies it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from sqlite_utils import Database
+
+from harvest import store
+from harvest.config import NcbiSettings, Topic
+from harvest.eutils import EutilsClient, EutilsError, EutilsStaleHistory, SearchResult
+from harvest.ingest import BatchCounts, OnChanged, write_batch
+from harvest.models import Deletion, Study
+from harvest.pubmed_xml import PubmedXMLError, parse_pubmed_xml
+
+# PubMed's esearch lists at most this many IDs, however large Count is (field notes 3.2).
+ESEARCH_CAP = 9999
+DATE_FMT = "%Y/%m/%d"
+Progress = Callable[[int], None]
+
+
+class HarvestError(Exception):
+    """A source could not be harvested; the run row says why."""
+
+
+@dataclass(frozen=True)
+class Window:
+    datetype: str  # "edat" (added) or "mdat" (revised)
+    start: date
+    end: date
+
+    def halves(self) -> tuple[Window, Window]:
+        mid = self.start + (self.end - self.start) // 2
+        return (
+            Window(self.datetype, self.start, mid),
+            Window(self.datetype, mid + timedelta(days=1), self.end),
+        )
+
+
+@dataclass
+class TopicResult:
+    source: str
+    status: str = "ok"
+    counts: BatchCounts = field(default_factory=BatchCounts)
+    unavailable: list[str] = field(default_factory=list)
+    windows: int = 0
+    error: str | None = None
+
+
+def harvest_topic(
+    db: Database,
+    client: EutilsClient,
+    topic: Topic,
+    ncbi: NcbiSettings,
+    *,
+    today: date | None = None,
+    full: bool = False,
+    on_changed: OnChanged | None = None,
+    progress: Progress | None = None,
+) -> TopicResult:
+    """Harvest one topic incrementally; never raises for NCBI trouble (see the result)."""
+    today = today or date.today()
+    name = topic.source_name
+    src = store.ensure_source(
+        db,
+        name,
+        kind="pubmed",
+        topic=topic.name,
+        query=topic.query,
+        expected_hours=ncbi.expected_hours,
+    )
+    run_id = store.start_run(db, name, query_version=topic.query_version)
+    result = TopicResult(name)
+    # A changed query may match old records: backfill again rather than trust the cursor.
+    changed_query = src.get("query_version") not in (None, topic.query_version)
+    cursor = None if (full or changed_query or not src.get("cursor")) else src["cursor"]
+    try:
+        backfill = cursor is None
+        for window in _plan(cursor, today, ncbi):
+            _harvest_window(db, client, topic, window, run_id, ncbi, result, on_changed, progress,
+                            advance_cursor=backfill)  # fmt: skip
+        with store.write_tx(db):
+            store.update_source(
+                db, name, cursor=today.strftime(DATE_FMT), query_version=topic.query_version
+            )
+        if result.unavailable:
+            result.status = "partial"
+            result.error = f"{len(result.unavailable)} PMID(s) listed but not returned by efetch"
+    except (EutilsError, PubmedXMLError, HarvestError) as exc:
+        result.status, result.error = "error", str(exc)
+    store.finish_run(
+        db, run_id, status=result.status, error=result.error, unavailable=len(result.unavailable)
+    )
+    return result
+
+
+def _plan(cursor: str | None, today: date, ncbi: NcbiSettings) -> list[Window]:
+    """Windows to search: a backfill by entry date, or the overlap since the cursor."""
+    if cursor is None:
+        return [Window("edat", _parse_date(ncbi.backfill_from), today)]
+    start = _parse_date(cursor) - timedelta(days=ncbi.overlap_days)
+    # Revisions (corrections, new MeSH, retractions) arrive with a new modification date.
+    return [Window("edat", start, today), Window("mdat", start, today)]
+
+
+def _parse_date(text: str) -> date:
+    """``YYYY/MM/DD``, ``YYYY/MM`` or ``YYYY`` (E-utilities' forms) to a date."""
+    year, month, day = ([int(p) for p in text.replace("-", "/").split("/")] + [1, 1])[:3]
+    return date(year, month, day)
+
+
+def _search(client: EutilsClient, term: str, window: Window) -> SearchResult:
+    return client.esearch(
+        term,
+        datetype=window.datetype,
+        mindate=window.start.strftime(DATE_FMT),
+        maxdate=window.end.strftime(DATE_FMT),
+        usehistory=True,
+        retmax=ESEARCH_CAP,
+    )
+
+
+def split_windows(
+    client: EutilsClient, term: str, window: Window
+) -> Iterator[tuple[Window, SearchResult]]:
+    """Yield windows whose results all fit under the esearch cap, bisecting as needed."""
+    found = _search(client, term, window)
+    if found.count <= ESEARCH_CAP:
+        yield window, found
+        return
+    if window.start == window.end:
+        raise HarvestError(
+            f"{found.count} records have {window.datetype} {window.start}: more than PubMed "
+            f"will list for one day ({ESEARCH_CAP}); narrow the query"
+        )
+    for half in window.halves():
+        yield from split_windows(client, term, half)
+
+
+def _harvest_window(
+    db: Database,
+    client: EutilsClient,
+    topic: Topic,
+    window: Window,
+    run_id: int,
+    ncbi: NcbiSettings,
+    result: TopicResult,
+    on_changed: OnChanged | None,
+    progress: Progress | None,
+    *,
+    advance_cursor: bool,
+) -> None:
+    """Fetch and save every part of a window.
+
+    During a backfill the parts come oldest first, so the cursor can move to the end of
+    each part in the transaction of its last batch: a killed backfill resumes there.
+    """
+    for part, found in split_windows(client, topic.query, window):
+        result.windows += 1
+        starts = list(range(0, len(found.ids), ncbi.batch_size)) or [0]
+        for start in starts:
+            expected = found.ids[start : start + ncbi.batch_size]
+            items: list[Study | Deletion] = []
+            if expected:
+                items, found = _fetch_batch(client, topic.query, part, found, start, expected,
+                                            result)  # fmt: skip
+            with store.write_tx(db):
+                counts = write_batch(
+                    db, items, run_id=run_id, how=f"{part.datetype} {part.start}..{part.end}",
+                    on_changed=on_changed,
+                )  # fmt: skip
+                if advance_cursor and start == starts[-1]:
+                    store.update_source(db, topic.source_name, cursor=part.end.strftime(DATE_FMT),
+                                        query_version=topic.query_version)  # fmt: skip
+            result.counts.add(counts)
+            if progress:
+                progress(len(expected))
+
+
+def _fetch_batch(
+    client: EutilsClient,
+    term: str,
+    window: Window,
+    found: SearchResult,
+    start: int,
+    expected: list[str],
+    result: TopicResult,
+) -> tuple[list[Study | Deletion], SearchResult]:
+    """Fetch one batch from the history server and make it whole.
+
+    A stale WebEnv (or an empty reply where records were promised) re-runs the window's
+    search once. PMIDs missing from the reply are asked for once more by ID; those still
+    missing are recorded as unavailable rather than failing the run.
+    """
+    try:
+        items = _efetch_history(client, found, start, len(expected))
+    except EutilsStaleHistory:
+        found = _search(client, term, window)
+        items = _efetch_history(client, found, start, len(expected))
+    got = {i.pmid for i in items if isinstance(i, Study)}
+    missing = [p for p in expected if p not in got]
+    if missing:
+        items += list(parse_pubmed_xml(client.efetch_ids(missing), name="efetch (by id)"))
+        got = {i.pmid for i in items if isinstance(i, Study)}
+        result.unavailable += [p for p in missing if p not in got]
+    return items, found
+
+
+def _efetch_history(
+    client: EutilsClient, found: SearchResult, start: int, count: int
+) -> list[Study | Deletion]:
+    if not found.webenv or not found.query_key:
+        raise HarvestError("esearch returned no WebEnv/QueryKey for a history fetch")
+    body = client.efetch(
+        webenv=found.webenv, query_key=found.query_key, retstart=start, retmax=count
+    )
+    items = list(parse_pubmed_xml(body, name=f"efetch retstart={start}"))
+    if count and not items:
+        # An empty set where records were promised is how an expired WebEnv can look.
+        raise EutilsStaleHistory("efetch returned no records for a non-empty history page")
+    return items

@@ -1,0 +1,161 @@
+"""The database schema, declared once as named sqlite-utils ``Migrations``.
+
+This is the only module with DDL. Migrations are applied on every open and are
+idempotent; a new schema change is a new named migration at the end, never an edit
+of an applied one. Never ``transform()`` the ``studies`` table without re-creating
+its FTS triggers (sqlite-utils drops them silently): use :func:`ensure_fts`.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("doesitwork")
+
+# Columns the full-text index covers; Datasette finds ``studies_fts`` by itself.
+FTS_COLUMNS = ["title", "abstract", "keywords_text", "mesh_text"]
+
+
+@migrations()
+def m001_studies(db: Database) -> None:
+    db["studies"].create(
+        {
+            "id": int,
+            "pmid": str,
+            "pmid_version": int,
+            "doi": str,
+            "pmcid": str,
+            "title": str,
+            "abstract": str,
+            "journal": str,
+            "pub_date": str,
+            "year": int,
+            "authors": str,  # JSON list of "Last Initials"
+            "languages": str,  # JSON list of ISO 639-2 codes
+            "publication_types": str,  # JSON list
+            "mesh": str,  # JSON list of {descriptor, major, qualifiers}
+            "mesh_text": str,  # "; "-joined descriptors, "*" on major topics (FTS, display)
+            "keywords": str,  # JSON list
+            "keywords_text": str,  # "; "-joined (FTS, display)
+            "medline_status": str,
+            "date_revised": str,
+            "corrections": str,  # JSON list of {ref_type, pmid, ref_source}
+            "url": str,
+            "record_source": str,
+            "retracted": int,
+            "deleted": int,
+            "deleted_reason": str,
+            "missing_count": int,  # consecutive reconciliations in which NCBI lacked it
+            "content_hash": str,
+            "first_seen": str,
+            "last_updated": str,
+        },
+        pk="id",
+        not_null={"title", "first_seen", "last_updated"},
+        defaults={"retracted": 0, "deleted": 0, "missing_count": 0, "pmid_version": 1},
+    )
+    # A PMID is never stored twice (SQLite allows many NULLs for feed-only rows).
+    db["studies"].create_index(["pmid"], unique=True)
+    db["studies"].create_index(["doi"])
+    db["studies"].create_index(["year"])
+    db["studies"].create_index(["last_updated"])
+    ensure_fts(db)
+
+
+@migrations()
+def m002_sources_runs(db: Database) -> None:
+    db["sources"].create(
+        {
+            "name": str,  # e.g. "pubmed:dry_needling", "feed:jospt"
+            "kind": str,  # "pubmed" or "feed"
+            "topic": str,
+            "query": str,  # PubMed query text or feed URL
+            "query_version": str,  # hash of the query text
+            "cursor": str,  # PubMed: end (YYYY/MM/DD) of the last committed window
+            "etag": str,
+            "last_modified": str,
+            "expected_hours": int,  # how often it should succeed (status warns past it)
+            "last_success": str,
+            "last_status": str,
+            "last_error": str,
+            "consecutive_failures": int,
+        },
+        pk="name",
+        defaults={"consecutive_failures": 0},
+    )
+    db["runs"].create(
+        {
+            "id": int,
+            "source": str,
+            "started": str,
+            "finished": str,
+            "status": str,  # running, ok, partial, unchanged, error
+            "found": int,
+            "new": int,
+            "updated": int,
+            "unchanged": int,
+            "deleted": int,
+            "unavailable": int,
+            "skipped": int,  # e.g. journal-feed entries off topic
+            "error": str,
+            "query_version": str,
+            "pid": int,
+        },
+        pk="id",
+        foreign_keys=[("source", "sources", "name")],
+        defaults={
+            "found": 0,
+            "new": 0,
+            "updated": 0,
+            "unchanged": 0,
+            "deleted": 0,
+            "unavailable": 0,
+            "skipped": 0,
+        },
+    )
+    db["runs"].create_index(["source", "started"])
+    db["sightings"].create(
+        {"run_id": int, "study_id": int, "seen_at": str, "how": str},
+        pk=("run_id", "study_id"),
+        foreign_keys=[("run_id", "runs", "id"), ("study_id", "studies", "id")],
+    )
+    db["sightings"].create_index(["study_id"])
+
+
+@migrations()
+def m003_tags(db: Database) -> None:
+    db["tags"].create(
+        {
+            "study_id": int,
+            "facet": str,  # intervention, condition, design, comparator, ...
+            "value": str,
+            "detail": str,  # sub-value, e.g. "electrical" for an IMS variant
+            "origin": str,  # nlm, rule, manual
+            "rule_id": str,
+            "ruleset_version": str,
+            "evidence": str,  # matched text span or MeSH heading
+            "negated": int,  # manual "--unset": hides this automatic value
+            "created": str,
+        },
+        pk=("study_id", "facet", "value", "origin"),
+        foreign_keys=[("study_id", "studies", "id")],
+        defaults={"negated": 0},
+    )
+    db["tags"].create_index(["facet", "value"])
+
+
+def ensure_fts(db: Database) -> None:
+    """(Re)create the FTS5 index and its sync triggers, then rebuild it.
+
+    Safe to call after any table change; it is how a future migration must restore
+    the triggers that ``transform()`` drops.
+    """
+    db["studies"].enable_fts(
+        FTS_COLUMNS, fts_version="FTS5", tokenize="porter", create_triggers=True, replace=True
+    )
+    db["studies"].rebuild_fts()
+
+
+def apply(db: Database) -> None:
+    """Apply pending migrations; a no-op on an up-to-date database."""
+    migrations.apply(db)

@@ -1,0 +1,86 @@
+"""What ``harvest status`` reports: per-source health read from the database."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+_SQL = """
+SELECT s.*, r.id AS run_id, r.started, r.finished, r.status AS run_status, r.found, r.new,
+       r.updated, r.deleted, r.unavailable, r.error AS run_error, r.pid, r.query_version AS run_qv
+FROM sources s
+LEFT JOIN runs r ON r.id = (SELECT max(id) FROM runs WHERE source = s.name)
+ORDER BY s.kind, s.name
+"""
+
+
+def source_status(db: Database, *, now: datetime) -> list[dict[str, Any]]:
+    """One dict per source with its last run and the warnings a cron owner needs."""
+    rows = []
+    for row in db.query(_SQL):
+        row = dict(row)
+        warnings = []
+        if row["run_status"] == "running" and not _alive(row["pid"]):
+            row["run_status"] = "interrupted"
+            warnings.append("last run was interrupted (killed or crashed); the next run resumes")
+        expected = row.get("expected_hours")
+        if expected and row["kind"] in ("pubmed", "feed"):
+            age = _hours_since(row["last_success"], now)
+            if age is None:
+                warnings.append("has never succeeded")
+            elif age > expected:
+                warnings.append(f"no success for {age:.0f} h (expected every {expected} h)")
+        row["warnings"] = warnings
+        rows.append(row)
+    return rows
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _hours_since(stamp: str | None, now: datetime) -> float | None:
+    if not stamp:
+        return None
+    then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (now - then).total_seconds() / 3600
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """Two or three lines per source, readable in a terminal or a cron mail."""
+    head = f"{row['name']} [{row['kind']}]: last run {row['run_status'] or 'never'}"
+    if row["started"]:
+        head += f" at {row['started']}"
+        head += (
+            f" (found {row['found']}, new {row['new']}, updated {row['updated']}, "
+            f"deleted {row['deleted']}, unavailable {row['unavailable']})"
+        )
+    lines = [head, f"    last success: {row['last_success'] or 'never'}"]
+    if row.get("cursor"):
+        lines[-1] += f"; cursor {row['cursor']}"
+    if row["run_error"]:
+        lines.append(f"    last error: {row['run_error']}")
+    lines += [f"    WARNING: {w}" for w in row["warnings"]]
+    return "\n".join(lines)
+
+
+def totals(db: Database) -> dict[str, int]:
+    return dict(next(db.query(
+        "SELECT count(*) AS studies, coalesce(sum(deleted), 0) AS deleted, "
+        "coalesce(sum(retracted), 0) AS retracted FROM studies"
+    )))  # fmt: skip
+
+
+def format_totals(t: dict[str, int]) -> str:
+    return f"{t['studies']} studies stored ({t['deleted']} deleted, {t['retracted']} retracted)"

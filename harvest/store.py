@@ -1,0 +1,409 @@
+"""The evidence store: opening the database and every write to it.
+
+One row per study whatever the source; harvest state (cursors, validators) and run
+history live in the database itself, so a killed run loses nothing: each batch and
+its cursor move commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from harvest import schema
+from harvest.models import Study
+
+# Writers wait this long for another writer (a Datasette reader never blocks them in WAL).
+BUSY_TIMEOUT_S = 30
+# Fields a later source may fill but must never blank (a feed never erases PubMed's data).
+_MERGE_FIELDS = (
+    "pmid", "pmid_version", "doi", "pmcid", "title", "abstract", "journal", "pub_date",
+    "year", "authors", "languages", "publication_types", "mesh", "mesh_text", "keywords",
+    "keywords_text", "medline_status", "date_revised", "corrections", "url", "retracted",
+)  # fmt: skip
+# Record sources in order of authority: PubMed's own record beats a feed's description.
+_AUTHORITY = {"pubmed": 3, "medline": 3, "sample": 1, "feed": 1}
+
+
+class StoreError(Exception):
+    """A database that cannot be used: not ours, unwritable, or corrupt."""
+
+
+def utcnow() -> str:
+    """UTC timestamp as ISO 8601 with a ``Z``: sortable, and what Datasette shows."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def open_db(path: str | os.PathLike[str], *, create: bool = True) -> Database:
+    """Open (or create) the evidence database and bring its schema up to date.
+
+    WAL lets Datasette and notebooks read while cron writes; the busy timeout makes a
+    second writer wait instead of failing at once.
+    """
+    path = Path(path)
+    if str(path) != ":memory:":
+        _check_path(path, create=create)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+    try:
+        db = Database(conn)
+        _check_ours(db, path)
+        if str(path) != ":memory:":
+            db.execute("PRAGMA journal_mode=WAL")
+            # Bounds the -wal file after a bulk load (field notes 3.8: 2 GB otherwise).
+            db.execute("PRAGMA journal_size_limit=67108864")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        if schema.migrations.pending(db):
+            with write_tx(db):
+                schema.apply(db)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(f"{path}: not a usable SQLite database ({exc})") from exc
+    except StoreError:
+        conn.close()
+        raise
+    return db
+
+
+def _check_path(path: Path, *, create: bool) -> None:
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise StoreError(f"{path}: database file is not readable and writable")
+        if not os.access(path.parent, os.W_OK):
+            raise StoreError(f"{path.parent}: folder is not writable (SQLite needs it for WAL)")
+        return
+    if not create:
+        raise StoreError(f"{path}: no such database (run `harvest run` or `harvest import` first)")
+    parent = path.parent
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True)
+        except OSError as exc:
+            raise StoreError(f"{parent}: cannot create the database folder ({exc})") from exc
+    if not os.access(parent, os.W_OK):
+        raise StoreError(f"{parent}: folder is not writable, cannot create {path.name}")
+
+
+def _check_ours(db: Database, path: Path) -> None:
+    """Refuse to migrate somebody else's database into ours."""
+    tables = set(db.table_names())
+    if not tables:
+        return
+    if "_sqlite_migrations" in tables and db["_sqlite_migrations"].count_where(
+        "migration_set = ?", [schema.migrations.name]
+    ):
+        return
+    raise StoreError(
+        f"{path}: this SQLite database was not made by doesitwork "
+        f"(it has tables {', '.join(sorted(tables)[:5])}); choose another --db path"
+    )
+
+
+@contextmanager
+def write_tx(db: Database) -> Iterator[Database]:
+    """One write transaction, taken with ``BEGIN IMMEDIATE``.
+
+    A deferred transaction that reads and then writes fails at once with SQLITE_BUSY
+    when another writer holds the lock; IMMEDIATE takes the lock first and waits for
+    the busy timeout instead. sqlite-utils calls inside nest as savepoints.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.rollback()
+        raise
+    else:
+        db.conn.commit()
+
+
+# --- studies ---------------------------------------------------------------------
+
+
+def study_to_row(study: Study) -> dict[str, Any]:
+    """Map a :class:`Study` to a ``studies`` row (without identity or timestamps)."""
+    mesh = [m.to_json() for m in study.mesh]
+    return {
+        "pmid": study.pmid,
+        "pmid_version": study.pmid_version,
+        "doi": study.doi,
+        "pmcid": study.pmcid,
+        "title": study.title,
+        "abstract": study.abstract,
+        "journal": study.journal,
+        "pub_date": study.pub_date,
+        "year": study.year,
+        "authors": _json_list(study.authors),
+        "languages": _json_list(study.languages),
+        "publication_types": _json_list(study.publication_types),
+        "mesh": _json_list(mesh),
+        "mesh_text": "; ".join(m.descriptor + ("*" if m.is_major else "") for m in study.mesh)
+        or None,
+        "keywords": _json_list(study.keywords),
+        "keywords_text": "; ".join(study.keywords) or None,
+        "medline_status": study.medline_status,
+        "date_revised": study.date_revised,
+        "corrections": _json_list(
+            [{"ref_type": c.ref_type, "pmid": c.pmid, "ref_source": c.ref_source}
+             for c in study.corrections]
+        ),  # fmt: skip
+        "url": study.url,
+        "record_source": study.record_source,
+        "retracted": int(study.retracted),
+    }
+
+
+def _json_list(items: Sequence[Any]) -> str | None:
+    return json.dumps(list(items), ensure_ascii=False) if items else None
+
+
+def _hash(row: dict[str, Any]) -> str:
+    payload = json.dumps([row.get(k) for k in _MERGE_FIELDS], ensure_ascii=False)
+    return hashlib.sha1(payload.encode()).hexdigest()
+
+
+@dataclass
+class SaveResult:
+    """What a batch did: counts for the run row, and the ids a tagger must revisit."""
+
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    changed_ids: list[int] = field(default_factory=list)
+    seen_ids: list[int] = field(default_factory=list)
+
+    def add(self, other: SaveResult) -> None:
+        self.new += other.new
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.changed_ids += other.changed_ids
+        self.seen_ids += other.seen_ids
+
+
+# Finds the existing row (as returned by :func:`existing_row`) for a new row, or None.
+Resolver = Callable[[Database, dict[str, Any]], "dict[str, Any] | None"]
+
+_EXISTING_COLS = "id, pmid, doi, content_hash, record_source, pmid_version, deleted, " + ", ".join(
+    c for c in _MERGE_FIELDS if c not in ("pmid", "doi", "pmid_version")
+)
+
+
+def save_studies(
+    db: Database,
+    studies: Iterable[Study],
+    *,
+    run_id: int | None = None,
+    how: str | None = None,
+    now: str | None = None,
+    resolve: Resolver | None = None,
+) -> SaveResult:
+    """Insert new studies and update revised ones; the caller owns the transaction.
+
+    Identity is the PMID, else (for a PubMed record meeting a feed-only row) the DOI,
+    else whatever ``resolve(db, row)`` finds (the feeds' fuzzy title match).
+    A revision keeps ``first_seen``; an older PMID version never replaces a newer one;
+    a study seen again after a tombstone is alive again. Each study seen by a run gets a
+    sighting row, which is the provenance Datasette shows.
+    """
+    now = now or utcnow()
+    rows = [study_to_row(s) for s in studies]
+    result = SaveResult()
+    if not rows:
+        return result
+    existing = _find_existing(db, rows)
+    inserts: list[dict[str, Any]] = []
+    for row in rows:
+        old = existing.get(("pmid", row["pmid"])) or existing.get(("doi", row["doi"]))
+        if old is None and resolve is not None:
+            old = resolve(db, row)
+        if old is None:
+            row.update(content_hash=_hash(row), first_seen=now, last_updated=now)
+            inserts.append(row)
+            continue
+        result.seen_ids.append(old["id"])
+        merged = _merge(old, row)
+        if merged is None:
+            result.unchanged += 1
+            continue
+        merged.update(last_updated=now, deleted=0, deleted_reason=None, missing_count=0)
+        db["studies"].update(old["id"], merged)
+        result.updated += 1
+        result.changed_ids.append(old["id"])
+    if inserts:
+        first = db.execute("SELECT coalesce(max(id), 0) FROM studies").fetchone()[0]
+        db["studies"].insert_all(inserts, batch_size=500)
+        new_ids = [r[0] for r in db.execute("SELECT id FROM studies WHERE id > ?", [first])]
+        result.new += len(new_ids)
+        result.changed_ids += new_ids
+        result.seen_ids += new_ids
+    if run_id is not None:
+        db["sightings"].insert_all(
+            ({"run_id": run_id, "study_id": i, "seen_at": now, "how": how}
+             for i in result.seen_ids),
+            ignore=True,
+        )  # fmt: skip
+    return result
+
+
+def existing_row(db: Database, study_id: int) -> dict[str, Any]:
+    """The columns :func:`save_studies` needs to merge into study ``study_id``."""
+    return next(db.query(f"SELECT {_EXISTING_COLS} FROM studies WHERE id = ?", [study_id]))
+
+
+def _find_existing(db: Database, rows: list[dict[str, Any]]) -> dict[tuple[str, Any], dict]:
+    """Look up the batch's PMIDs (and DOIs of feed-only rows) in a few queries."""
+    found: dict[tuple[str, Any], dict] = {}
+    pmids = [r["pmid"] for r in rows if r["pmid"]]
+    dois = [r["doi"] for r in rows if r["doi"]]
+    for chunk in _chunks(pmids, 500):
+        sql = f"SELECT {_EXISTING_COLS} FROM studies WHERE pmid IN ({','.join('?' * len(chunk))})"
+        for r in db.query(sql, chunk):
+            found[("pmid", r["pmid"])] = r
+    for chunk in _chunks(dois, 500):
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT {_EXISTING_COLS} FROM studies WHERE doi IN ({marks}) AND pmid IS NULL"
+        for r in db.query(sql, chunk):
+            found.setdefault(("doi", r["doi"]), r)
+    return found
+
+
+def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the columns to update, or None when nothing changes.
+
+    A less authoritative source (a feed) only fills blanks; a more authoritative one
+    (PubMed) replaces fields but never blanks one; an older PMID version is ignored.
+    """
+    if old["pmid"] and new["pmid"] == old["pmid"]:
+        if (new["pmid_version"] or 1) < (old["pmid_version"] or 1):
+            return None
+    new_rank = _AUTHORITY.get(new["record_source"], 1)
+    old_rank = _AUTHORITY.get(old["record_source"], 1)
+    out = {}
+    for key in _MERGE_FIELDS:
+        value, current = new.get(key), old.get(key)
+        if value in (None, "") or value == current:
+            continue
+        if current in (None, "") or new_rank >= old_rank:
+            out[key] = value
+    if new_rank > old_rank:
+        out["record_source"] = new["record_source"]
+    candidate = {k: out.get(k, old.get(k)) for k in _MERGE_FIELDS}
+    new_hash = _hash(candidate)
+    if new_hash == old["content_hash"] and not old["deleted"]:
+        return None
+    out["content_hash"] = new_hash
+    return out
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def mark_deleted(db: Database, pmids: Iterable[str], *, reason: str, now: str | None = None) -> int:
+    """Tombstone studies NLM deleted: the row stays, flagged, so history is never lost."""
+    now = now or utcnow()
+    count = 0
+    for chunk in _chunks(list(pmids), 500):
+        marks = ",".join("?" * len(chunk))
+        cur = db.execute(
+            f"UPDATE studies SET deleted = 1, deleted_reason = ?, last_updated = ? "
+            f"WHERE deleted = 0 AND pmid IN ({marks})",
+            [reason, now, *chunk],
+        )
+        count += cur.rowcount
+    return count
+
+
+def record_missing(db: Database, pmids: Iterable[str], *, now: str | None = None) -> int:
+    """Count a miss for PMIDs NCBI no longer returns; tombstone them at the second miss.
+
+    One miss may be a transient short reply (field notes 3.4), two in a row are not.
+    """
+    now = now or utcnow()
+    pmids = list(pmids)
+    for chunk in _chunks(pmids, 500):
+        marks = ",".join("?" * len(chunk))
+        db.execute(
+            f"UPDATE studies SET missing_count = missing_count + 1 WHERE pmid IN ({marks})", chunk
+        )
+    cur = db.execute(
+        "UPDATE studies SET deleted = 1, deleted_reason = 'no longer returned by NCBI', "
+        "last_updated = ? WHERE deleted = 0 AND missing_count >= 2",
+        [now],
+    )
+    return cur.rowcount
+
+
+def clear_missing(db: Database, pmids: Iterable[str]) -> None:
+    """Reset the miss counter of PMIDs NCBI did return."""
+    for chunk in _chunks(list(pmids), 500):
+        marks = ",".join("?" * len(chunk))
+        db.execute(f"UPDATE studies SET missing_count = 0 WHERE pmid IN ({marks})", chunk)
+
+
+# --- sources and runs -----------------------------------------------------------
+
+
+def ensure_source(db: Database, name: str, **fields: Any) -> dict[str, Any]:
+    """Create or refresh a configured source, keeping its harvest state."""
+    with write_tx(db):
+        db["sources"].upsert({"name": name, **fields}, pk="name")
+    return get_source(db, name)
+
+
+def get_source(db: Database, name: str) -> dict[str, Any]:
+    return dict(db["sources"].get(name))
+
+
+def update_source(db: Database, name: str, **fields: Any) -> None:
+    """Update harvest state; call inside the batch's transaction so they commit together."""
+    db["sources"].update(name, fields)
+
+
+def start_run(db: Database, source: str, *, query_version: str | None = None) -> int:
+    """Record a run as ``running`` and commit, so a killed run is visible afterwards."""
+    with write_tx(db):
+        return db["runs"].insert(
+            {
+                "source": source,
+                "started": utcnow(),
+                "status": "running",
+                "query_version": query_version,
+                "pid": os.getpid(),
+            }
+        ).last_pk
+
+
+def finish_run(
+    db: Database, run_id: int, *, status: str, error: str | None = None, **counts: int
+) -> None:
+    """Close a run row and the source's summary (last success, failures in a row)."""
+    now = utcnow()
+    with write_tx(db):
+        db["runs"].update(run_id, {"status": status, "finished": now, "error": error, **counts})
+        source = db["runs"].get(run_id)["source"]
+        src = get_source(db, source)
+        fields: dict[str, Any] = {"last_status": status, "last_error": error}
+        if status in ("ok", "unchanged", "partial"):
+            fields.update(last_success=now, consecutive_failures=0)
+        else:
+            fields["consecutive_failures"] = (src.get("consecutive_failures") or 0) + 1
+        update_source(db, source, **fields)
+
+
+def add_run_counts(db: Database, run_id: int, **counts: int) -> None:
+    """Add a committed batch's counts to its run row (inside that batch's transaction)."""
+    sets = ", ".join(f"{k} = coalesce({k}, 0) + ?" for k in counts)
+    db.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*counts.values(), run_id])

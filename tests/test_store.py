@@ -1,0 +1,211 @@
+"""The store: schema, identity, revisions, tombstones, FTS consistency, refusing foreign DBs."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from harvest import schema, store
+from harvest.models import Correction, MeshHeading, Study
+
+
+def fts_ok(db) -> None:
+    """FTS5 integrity-check raises on any drift between the index and the table."""
+    db.execute("INSERT INTO studies_fts(studies_fts) VALUES('integrity-check')")
+    assert db["studies_fts_docsize"].count == db["studies"].count
+
+
+def search(db, query: str) -> list[str]:
+    sql = "SELECT s.pmid FROM studies_fts f JOIN studies s ON s.id = f.rowid WHERE studies_fts MATCH ?"
+    return sorted(r[0] for r in db.execute(sql, [query]))
+
+
+def save(db, *studies: Study, run_id=None):
+    with store.write_tx(db):
+        return store.save_studies(db, studies, run_id=run_id, now="2026-01-01T00:00:00Z")
+
+
+@pytest.fixture
+def db(tmp_path):
+    return store.open_db(tmp_path / "t.db")
+
+
+def study(pmid="1", **kw) -> Study:
+    base = dict(title="Dry needling for neck pain: a randomized trial", pmid=pmid, year=2020,
+                journal="J Orthop Sports Phys Ther", authors=["Smith J"],
+                mesh=[MeshHeading("Dry Needling", True), MeshHeading("Neck Pain")],
+                keywords=["trigger point"])
+    base.update(kw)
+    return Study(**base)
+
+
+def test_migrations_idempotent_and_wal(tmp_path):
+    path = tmp_path / "t.db"
+    db = store.open_db(path)
+    applied = [m.name for m in schema.migrations.applied(db)]
+    db.conn.close()
+    db = store.open_db(path)
+    assert [m.name for m in schema.migrations.applied(db)] == applied
+    assert applied[:3] == ["m001_studies", "m002_sources_runs", "m003_tags"]
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    triggers = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    assert {"studies_ai", "studies_ad", "studies_au"} <= triggers
+
+
+def test_new_study_row(db):
+    result = save(db, study(corrections=[Correction("ErratumIn", "2", "J 2021")]))
+    assert (result.new, result.updated, result.unchanged) == (1, 0, 0)
+    row = db["studies"].get(1)
+    assert row["pmid"] == "1" and row["retracted"] == 0 and row["deleted"] == 0
+    assert row["mesh_text"] == "Dry Needling*; Neck Pain"
+    assert json.loads(row["mesh"])[0] == {"descriptor": "Dry Needling", "major": True, "qualifiers": []}
+    assert json.loads(row["corrections"]) == [{"ref_type": "ErratumIn", "pmid": "2", "ref_source": "J 2021"}]
+    assert row["first_seen"] == row["last_updated"] == "2026-01-01T00:00:00Z"
+    fts_ok(db)
+
+
+def test_same_record_twice_is_unchanged(db):
+    save(db, study())
+    result = save(db, study())
+    assert (result.new, result.updated, result.unchanged) == (0, 0, 1)
+    assert db["studies"].count == 1
+
+
+def test_revision_updates_row_keeps_first_seen_and_fts(db):
+    save(db, study())
+    with store.write_tx(db):
+        r = store.save_studies(db, [study(title="Retracted: prolotherapy for knees",
+                                          publication_types=["Retracted Publication"])],
+                               now="2026-02-01T00:00:00Z")
+    assert (r.new, r.updated) == (0, 1)
+    row = db["studies"].get(1)
+    assert row["first_seen"] == "2026-01-01T00:00:00Z"
+    assert row["last_updated"] == "2026-02-01T00:00:00Z"
+    assert row["retracted"] == 1
+    assert search(db, "prolotherapy") == ["1"]
+    assert search(db, "title:neck") == []  # the old title is gone from the index
+    fts_ok(db)
+
+
+def test_retraction_in_comments_corrections(db):
+    save(db, study(corrections=[Correction("RetractionIn", "99")]))
+    assert db["studies"].get(1)["retracted"] == 1
+
+
+def test_older_pmid_version_never_replaces_newer(db):
+    save(db, study(pmid_version=2, title="Version two"))
+    r = save(db, study(pmid_version=1, title="Version one"))
+    assert r.unchanged == 1
+    assert db["studies"].get(1)["title"] == "Version two"
+
+
+def test_tombstones_and_missing(db):
+    save(db, study("1"), study("2"), study("3"))
+    with store.write_tx(db):
+        assert store.mark_deleted(db, ["1", "404"], reason="DeleteCitation") == 1
+        assert store.record_missing(db, ["2"]) == 0  # one miss is not enough
+        assert store.record_missing(db, ["2"]) == 1
+    rows = {r["pmid"]: r for r in db["studies"].rows}
+    assert [rows[p]["deleted"] for p in "123"] == [1, 1, 0]
+    assert rows["1"]["deleted_reason"] == "DeleteCitation"
+    assert rows["2"]["deleted_reason"] == "no longer returned by NCBI"
+    assert db["studies"].count == 3  # never dropped
+    # Seen again: alive again.
+    r = save(db, study("1"))
+    assert r.updated == 1 and db["studies"].get(1)["deleted"] == 0
+    fts_ok(db)
+
+
+def test_feed_row_upgraded_by_pubmed_record_via_doi(db):
+    feed = Study(title="Dry needling for neck pain", doi="10.1/x", url="https://j.org/a",
+                 record_source="feed", abstract="Feed summary")
+    save(db, feed)
+    pubmed = study("77", doi="10.1/x", abstract=None)
+    r = save(db, pubmed)
+    assert (r.new, r.updated) == (0, 1)
+    row = db["studies"].get(1)
+    assert row["pmid"] == "77" and row["record_source"] == "pubmed"
+    assert row["title"] == pubmed.title  # PubMed's fields win
+    assert row["abstract"] == "Feed summary"  # ... but never blank a field
+    assert row["url"] == "https://j.org/a"
+    assert db["studies"].count == 1
+    fts_ok(db)
+
+
+def test_feed_never_overrides_pubmed(db):
+    save(db, study("5", doi="10.1/y"))
+    feed = Study(title="DRY NEEDLING!", pmid="5", record_source="feed", abstract="new text")
+    r = save(db, feed)
+    row = db["studies"].get(1)
+    assert row["title"] == study().title
+    assert row["abstract"] == "new text"  # a blank is filled
+    assert r.updated == 1
+
+
+def test_sightings(db):
+    src = store.ensure_source(db, "pubmed:x", kind="pubmed")
+    assert src["name"] == "pubmed:x"
+    run1 = store.start_run(db, "pubmed:x")
+    save(db, study("1"), study("2"), run_id=run1)
+    save(db, study("1"), run_id=run1)  # same run: one sighting
+    assert db["sightings"].count == 2
+    store.finish_run(db, run1, status="ok", found=2)
+    src = store.get_source(db, "pubmed:x")
+    assert src["last_status"] == "ok" and src["last_success"]
+    run2 = store.start_run(db, "pubmed:x")
+    store.finish_run(db, run2, status="error", error="boom")
+    assert store.get_source(db, "pubmed:x")["consecutive_failures"] == 1
+
+
+def test_fts_consistent_with_plain_sqlite_writer(tmp_path):
+    """A writer that is not sqlite-utils (recursive_triggers off) must not corrupt the index."""
+    path = tmp_path / "t.db"
+    db = store.open_db(path)
+    save(db, study("1"), study("2"))
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE studies SET title = 'Prolotherapy trial' WHERE pmid = '1'")
+    conn.execute("DELETE FROM studies WHERE pmid = '2'")
+    conn.commit()
+    fts_ok(db)
+    assert search(db, "prolotherapy") == ["1"]
+
+
+def test_fts_survives_repeated_upserts(db):
+    for i in range(5):
+        save(db, study("1", title=f"Title revision {i}"), study("2", title=f"Other {i}"))
+    fts_ok(db)
+    assert search(db, "revision") == ["1"]
+    assert search(db, "porter stemming needle") == []
+    assert search(db, "needle") == ["1", "2"]  # porter: "needling" matches "needle"
+
+
+def test_refuses_foreign_database(tmp_path):
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE customers (id INTEGER)")
+    conn.commit()
+    with pytest.raises(store.StoreError, match="not made by doesitwork"):
+        store.open_db(path)
+    assert sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall() == [("customers",)]
+
+
+def test_refuses_non_sqlite_file(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("hello, this is not a database" * 100)
+    with pytest.raises(store.StoreError, match="not a usable SQLite database"):
+        store.open_db(path)
+
+
+def test_unwritable_path(tmp_path):
+    """A database path below a regular file cannot be created: a clear error, no traceback."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(store.StoreError, match="cannot create the database folder"):
+        store.open_db(blocker / "sub" / "t.db")
+
+
+def test_missing_db_without_create(tmp_path):
+    with pytest.raises(store.StoreError, match="no such database"):
+        store.open_db(tmp_path / "nope.db", create=False)
