@@ -105,12 +105,11 @@ def load_settings(
 def _ncbi(section: dict[str, Any], env: dict[str, str], where: str) -> NcbiSettings:
     if not isinstance(section, dict):
         raise ConfigError(f"{where}: [ncbi] must be a table")
-    known = set(NcbiSettings.__dataclass_fields__) - {"api_key"}
-    unknown = set(section) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) in [ncbi]: {', '.join(sorted(unknown))}")
     if "api_key" in section:
         raise ConfigError(f"{where}: put the API key in NCBI_API_KEY, not in the file")
+    unknown = set(section) - set(NcbiSettings.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) in [ncbi]: {', '.join(sorted(unknown))}")
     values = {**section}
     values["base_url"] = env.get("NCBI_EUTILS_URL") or section.get("base_url") or DEFAULT_BASE_URL
     values["email"] = env.get("NCBI_EMAIL") or section.get("email") or None

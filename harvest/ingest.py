@@ -143,7 +143,7 @@ def import_file(
                 pending = []
     except (PubmedXMLError, MedlineError, OSError, EOFError) as exc:
         result.error = str(exc) if not isinstance(exc, OSError) else f"{path}: {exc}"
-    if pending:
+    if pending:  # the good records read before a fault are kept
         result.counts.add(_commit(db, pending, run_id, path, on_changed))
     store.finish_run(db, run_id, status="error" if result.error else "ok", error=result.error)
     return result
