@@ -1,0 +1,27 @@
+"""Shared fixtures: the recorded NCBI data (read in place) and a fake E-utilities server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_ncbi import FakeNCBI
+
+# ../shared/data next to the project: real recorded replies and records. Never copied
+# into the repository (third-party material); present in CI, absent in a fresh clone.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"recorded NCBI data not found at {SHARED_DATA} (see ../shared/data/README.md)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def fake_ncbi() -> Iterator[FakeNCBI]:
+    """A fake E-utilities server on an ephemeral 127.0.0.1 port, empty until records are loaded."""
+    with FakeNCBI() as fake:
+        yield fake
