@@ -64,8 +64,12 @@ def cli() -> None:
 @cli.command()
 @common_options
 @click.option("--full", is_flag=True, help="Ignore stored cursors and backfill every query.")
+@click.option(
+    "--reconcile", is_flag=True,
+    help="Also check stored PMIDs against what NCBI still returns (weekly; tombstones withdrawn ones).",
+)  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something failed.")
-def run(settings: Settings, full: bool, quiet: bool) -> None:
+def run(settings: Settings, full: bool, reconcile: bool, quiet: bool) -> None:
     """Harvest every configured source (for cron): PubMed queries, then feeds.
 
     \b
@@ -86,8 +90,9 @@ def run(settings: Settings, full: bool, quiet: bool) -> None:
             for topic in settings.topics.values():
                 with _progress(topic.source_name, quiet) as bar:
                     result = pubmed.harvest_topic(
-                        db, client, topic, settings.ncbi, full=full, progress=bar
-                    )
+                        db, client, topic, settings.ncbi, full=full, reconcile=reconcile,
+                        progress=bar,
+                    )  # fmt: skip
                 failed |= result.status == "error"
                 if not quiet or result.status != "ok":
                     click.echo(_summary_line(result.source, result.status, result.counts.as_dict(),

@@ -53,6 +53,8 @@ class TopicResult:
     status: str = "ok"
     counts: BatchCounts = field(default_factory=BatchCounts)
     unavailable: list[str] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)  # gone from NCBI (reconcile)
+    tombstoned: int = 0
     windows: int = 0
     error: str | None = None
 
@@ -65,10 +67,16 @@ def harvest_topic(
     *,
     today: date | None = None,
     full: bool = False,
+    reconcile: bool = False,
     on_changed: OnChanged | None = None,
     progress: Progress | None = None,
 ) -> TopicResult:
-    """Harvest one topic incrementally; never raises for NCBI trouble (see the result)."""
+    """Harvest one topic incrementally; never raises for NCBI trouble (see the result).
+
+    ``reconcile`` also compares the stored PMIDs of this topic with everything the
+    query returns today, to notice records NCBI withdrew (E-utilities does not report
+    deletions: a deleted PMID simply disappears).
+    """
     today = today or date.today()
     name = topic.source_name
     src = store.ensure_source(
@@ -93,14 +101,21 @@ def harvest_topic(
             store.update_source(
                 db, name, cursor=today.strftime(DATE_FMT), query_version=topic.query_version
             )
+        if reconcile:
+            _reconcile(db, client, topic, ncbi, today, result)
+        if result.unavailable or result.withdrawn:
+            with store.write_tx(db):
+                missing = result.unavailable + result.withdrawn
+                result.tombstoned = store.record_missing(db, missing)
         if result.unavailable:
             result.status = "partial"
             result.error = f"{len(result.unavailable)} PMID(s) listed but not returned by efetch"
     except (EutilsError, PubmedXMLError, HarvestError) as exc:
         result.status, result.error = "error", str(exc)
     store.finish_run(
-        db, run_id, status=result.status, error=result.error, unavailable=len(result.unavailable)
-    )
+        db, run_id, status=result.status, error=result.error,
+        unavailable=len(result.unavailable), deleted=result.counts.deleted + result.tombstoned,
+    )  # fmt: skip
     return result
 
 
@@ -185,6 +200,29 @@ def _harvest_window(
             result.counts.add(counts)
             if progress:
                 progress(len(expected))
+
+
+def _reconcile(
+    db: Database, client: EutilsClient, topic: Topic, ncbi: NcbiSettings, today: date,
+    result: TopicResult,
+) -> None:  # fmt: skip
+    """Stored PMIDs this topic found before but the query no longer lists, and that
+    efetch no longer returns, count a miss (two misses in a row tombstone them)."""
+    window = Window("edat", _parse_date(ncbi.backfill_from), today)
+    listed = {pmid for _, found in split_windows(client, topic.query, window) for pmid in found.ids}
+    stored = {r[0] for r in db.execute(
+        "SELECT DISTINCT s.pmid FROM studies s JOIN sightings g ON g.study_id = s.id "
+        "JOIN runs r ON r.id = g.run_id WHERE r.source = ? AND s.deleted = 0 AND s.pmid IS NOT NULL",
+        [topic.source_name],
+    )}  # fmt: skip
+    absent = sorted(stored - listed, key=int)
+    for start in range(0, len(absent), ncbi.batch_size):
+        ask = absent[start : start + ncbi.batch_size]
+        body = client.efetch_ids(ask)
+        got = {i.pmid for i in parse_pubmed_xml(body, name="efetch (reconcile)")}
+        result.withdrawn += [p for p in ask if p not in got]
+    with store.write_tx(db):
+        store.clear_missing(db, sorted(listed & stored))
 
 
 def _fetch_batch(

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from fake_ncbi import Fault
 
 from harvest.cli import cli
 
@@ -129,3 +130,23 @@ def test_db_from_environment(tmp_path, args):
         assert len(result.output.splitlines()) == 52
     else:
         assert "NCBI_EMAIL" in result.output
+
+
+def test_run_one_source_fails_others_still_run(tmp_path, fake_ncbi, shared_data):
+    fake_ncbi.load_records(shared_data / "eutils" / "biopython" / "pubmed2.xml")
+    cfg = tmp_path / "harvest.toml"
+    cfg.write_text('[ncbi]\nbackfill_from = "1990/01/01"\n'
+                   '[topics.aaa]\nquery = "first"\n[topics.bbb]\nquery = "second"\n')
+    # The first search gets a permanent error inside an HTTP 200 (not retried).
+    fake_ncbi.fail("esearch", at=1, with_=Fault.body(
+        shared_data / "eutils" / "biopython" / "epost2.xml"))
+    env = {"NCBI_EMAIL": "t@example.org", "NCBI_EUTILS_URL": fake_ncbi.base_url,
+           "HARVEST_CONFIG": str(cfg), "HARVEST_DB": str(tmp_path / "e.db")}
+    result = CliRunner().invoke(cli, ["run"], env=env)
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("pubmed:aaa: error:")
+    assert re.match(r"pubmed:bbb: ok: found \d+, new \d+", lines[1])
+    status = CliRunner().invoke(cli, ["status"], env=env).output
+    assert "pubmed:aaa [pubmed]: last run error" in status and "last error:" in status
+    assert "pubmed:bbb [pubmed]: last run ok" in status

@@ -251,3 +251,19 @@ def test_query_change_triggers_backfill(db, fake_ncbi, small_corpus):
     first = fake_ncbi.requests[before].params
     assert first["mindate"] == "2024/01/01"  # from the backfill start, not the cursor
     assert store.get_source(db, TOPIC.source_name)["query_version"] == changed.query_version
+
+
+def test_reconcile_tombstones_records_ncbi_no_longer_returns(db, fake_ncbi, small_corpus):
+    client = client_for(fake_ncbi)
+    pubmed.harvest_topic(db, client, TOPIC, ncbi(), today=TODAY)
+    gone = small_corpus[0]
+    fake_ncbi.register_term(TOPIC.query, [p for p in small_corpus if p != gone])
+    for attempt in (1, 2):
+        fake_ncbi.fail("efetch", times=1, with_=Fault.missing_records(pmids=[gone]))
+        result = pubmed.harvest_topic(db, client, TOPIC, ncbi(), today=TODAY, reconcile=True)
+        assert result.status == "ok" and result.withdrawn == [gone]
+        row = next(db["studies"].rows_where("pmid = ?", [gone]))
+        assert (row["missing_count"], row["deleted"]) == (attempt, int(attempt == 2))
+    assert row["deleted_reason"] == "no longer returned by NCBI"
+    assert db["runs"].get(result_run_id(db))["deleted"] == 1
+    assert db["studies"].count == len(small_corpus)  # tombstoned, never dropped
