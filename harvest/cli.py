@@ -154,17 +154,22 @@ def _summary_line(
 
 @cli.command(name="import")
 @common_options
+@click.option("--force", is_flag=True, help="Re-read files whose exact bytes were imported before.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def import_(settings: Settings, files: tuple[str, ...]) -> None:
+def import_(settings: Settings, files: tuple[str, ...], force: bool) -> None:
     """Import PubMed XML (plain or .gz) and MEDLINE (.nbib/.txt) files.
 
     A malformed file keeps the records before the fault and the next file is still read;
-    the exit status is 1 if any file failed.
+    the exit status is 1 if any file failed. A file already imported completely (same
+    SHA-1) is skipped unless --force.
     """
     db = _open(settings)
     failed = False
     for path in files:
-        result = ingest.import_file(db, path)
+        result = ingest.import_file(db, path, force=force)
+        if result.skipped:
+            click.echo(f"{path}: skipped: these exact bytes were imported before (--force to redo)")
+            continue
         state = "error" if result.error else "ok"
         failed |= result.error is not None
         click.echo(_summary_line(path, state, result.counts.as_dict(), result.error))

@@ -7,7 +7,10 @@ killed at any point leaves either the whole batch or none of it.
 
 from __future__ import annotations
 
+import hashlib
+import multiprocessing
 import os
+import queue
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -98,6 +101,7 @@ class ImportResult:
     path: str
     counts: BatchCounts = field(default_factory=BatchCounts)
     error: str | None = None
+    skipped: bool = False  # the same bytes were imported completely before
 
 
 def sniff_format(path: Path) -> str:
@@ -116,36 +120,51 @@ def iter_file(path: Path) -> Iterator[Study | Deletion]:
     return parse_medline(path, name=path.name)
 
 
+def file_sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def import_file(
     db: Database,
     path: str | os.PathLike[str],
     *,
     on_changed: OnChanged | None = None,
     batch_size: int = IMPORT_BATCH,
+    force: bool = False,
 ) -> ImportResult:
     """Import one file as one run of the ``import`` source.
 
-    A malformed file keeps the records before the fault (they are committed batch by
-    batch) and reports the parser's position in ``error``.
+    Parsing runs in a worker process while this one writes, so the two cores share the
+    work. A malformed file keeps the records before the fault (committed batch by batch)
+    and reports the parser's position in ``error``. A file whose exact bytes were
+    imported completely before is skipped unless ``force``.
     """
     path = Path(path)
     result = ImportResult(str(path))
+    sha1 = file_sha1(path)
+    if not force and db["imported_files"].count_where("sha1 = ?", [sha1]):
+        result.skipped = True
+        return result
     source = "import"
     if not db["sources"].count_where("name = ?", [source]):
         store.ensure_source(db, source, kind="file", query="harvest import")
     run_id = store.start_run(db, source, query_version=path.name)
-    pending: list[Study | Deletion] = []
-    try:
-        for item in iter_file(path):
-            pending.append(item)
-            if len(pending) >= batch_size:
-                result.counts.add(_commit(db, pending, run_id, path, on_changed))
-                pending = []
-    except (PubmedXMLError, MedlineError, OSError, EOFError) as exc:
-        result.error = str(exc) if not isinstance(exc, OSError) else f"{path}: {exc}"
-    if pending:  # the good records read before a fault are kept
-        result.counts.add(_commit(db, pending, run_id, path, on_changed))
+    for kind, payload in parse_in_worker(path, batch_size):
+        if kind == "batch":
+            result.counts.add(_commit(db, payload, run_id, path, on_changed))
+        else:
+            result.error = payload
     store.finish_run(db, run_id, status="error" if result.error else "ok", error=result.error)
+    if result.error is None:
+        with store.write_tx(db):
+            db["imported_files"].upsert(
+                {"sha1": sha1, "name": path.name, "size": path.stat().st_size, "run_id": run_id,
+                 "records": result.counts.found, "imported": store.utcnow()}, pk="sha1",
+            )  # fmt: skip
     return result
 
 
@@ -154,3 +173,68 @@ def _commit(
 ) -> BatchCounts:
     with store.write_tx(db):
         return write_batch(db, items, run_id=run_id, how=f"file:{path.name}", on_changed=on_changed)
+
+
+# --- the parsing worker ----------------------------------------------------------
+
+_PARSE_ERRORS = (PubmedXMLError, MedlineError, OSError, EOFError)
+
+
+def parse_in_worker(path: Path, batch_size: int) -> Iterator[tuple[str, Any]]:
+    """Yield ``("batch", records)`` from a parser process, then ``("error", message)`` if
+    the file was bad.
+
+    A separate process rather than a thread: parsing is Python-bound and would hold the
+    GIL the writer needs. ``spawn`` so the child never inherits an open SQLite handle.
+    The queue is bounded, so memory stays at a few batches whatever the file size.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue(maxsize=3)
+    worker = ctx.Process(
+        target=_parse_worker, args=(str(path), batch_size, q, os.getpid()), daemon=True
+    )
+    worker.start()
+    try:
+        while True:
+            try:
+                kind, payload = q.get(timeout=1.0)
+            except queue.Empty:
+                if not worker.is_alive():
+                    yield "error", f"{path}: the parser process died (exit {worker.exitcode})"
+                    return
+                continue
+            if kind == "end":
+                return
+            yield kind, payload
+    finally:
+        if worker.is_alive():
+            worker.terminate()
+        worker.join()
+
+
+def _parse_worker(path: str, batch_size: int, q: Any, parent: int) -> None:
+    batch: list[Study | Deletion] = []
+
+    def put(item: tuple[str, Any]) -> None:
+        while True:  # a killed parent must not leave this process blocked forever
+            try:
+                q.put(item, timeout=1.0)
+                return
+            except queue.Full:
+                if os.getppid() != parent:
+                    os._exit(1)
+
+    try:
+        for record in iter_file(Path(path)):
+            batch.append(record)
+            if len(batch) >= batch_size:
+                put(("batch", batch))
+                batch = []
+    except _PARSE_ERRORS as exc:
+        if batch:  # the good records read before the fault are kept
+            put(("batch", batch))
+        put(("error", str(exc) if not isinstance(exc, OSError) else f"{path}: {exc}"))
+    else:
+        if batch:
+            put(("batch", batch))
+    put(("end", None))

@@ -159,3 +159,70 @@ def ensure_fts(db: Database) -> None:
 def apply(db: Database) -> None:
     """Apply pending migrations; a no-op on an up-to-date database."""
     migrations.apply(db)
+
+
+# --- feeds (harvest/feed_harvest.py) ---------------------------------------------------
+
+
+@migrations()
+def m101_feeds_entries(db: Database) -> None:
+    # One row per entry a feed has shown: how a GUID or link seen again finds its study,
+    # with the entry's dates as the feed wrote them (raw) and as parsed (UTC, or null).
+    db["feed_entries"].create(
+        {
+            "id": int,
+            "source": str,  # sources.name, e.g. "feed:jospt"
+            "guid": str,  # the entry's id/guid as given (changes on some feeds)
+            "link": str,  # normalized link: no scheme, www., tracking parameters
+            "study_id": int,
+            "title": str,
+            "published_raw": str,
+            "published": str,  # ISO 8601 UTC, null when unparseable or implausible
+            "updated_raw": str,
+            "updated": str,
+            "first_seen": str,
+            "last_seen": str,
+            "times_seen": int,
+        },
+        pk="id",
+        foreign_keys=[("source", "sources", "name"), ("study_id", "studies", "id")],
+        defaults={"times_seen": 1},
+    )
+    db["feed_entries"].create_index(["source", "guid"])
+    db["feed_entries"].create_index(["source", "link"])
+    db["feed_entries"].create_index(["study_id"])
+
+
+@migrations()
+def m102_feeds_source_state(db: Database) -> None:
+    sources = db["sources"]
+    columns = sources.columns_dict
+    for name, kind in (
+        ("feed_kind", str),  # "pubmed-search" or "journal"
+        ("fetch_url", str),  # where the feed now lives (a 301 moves it)
+        ("fetch_url_for", str),  # the configured URL that fetch_url derives from
+        ("feed_state", str),  # ok, failing, gone
+        ("last_http_status", int),
+    ):
+        if name not in columns:
+            sources.add_column(name, kind)
+    if "not_found_count" not in columns:
+        # consecutive 404/410 answers; at the configured count the feed is "gone"
+        sources.add_column("not_found_count", int, not_null_default=0)
+    if "warnings" not in db["runs"].columns_dict:
+        db["runs"].add_column("warnings", str)  # e.g. a bozo feed read loosely
+
+
+# --- imports (harvest/ingest.py) -------------------------------------------------------
+
+
+@migrations()
+def m003a_imported_files(db: Database) -> None:
+    # NLM's update files never change once published: a file whose bytes were imported
+    # completely before is skipped unless --force (the re-import of a 100 MB file is then
+    # a checksum, not a parse).
+    db["imported_files"].create(
+        {"sha1": str, "name": str, "size": int, "run_id": int, "records": int, "imported": str},
+        pk="sha1",
+        foreign_keys=[("run_id", "runs", "id")],
+    )

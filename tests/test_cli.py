@@ -62,6 +62,10 @@ def test_import_export_roundtrip(tmp_path, shared_data):
     assert result.exit_code == 0, result.output
     assert re.search(r"pubmed4\.xml: ok: found \d+, new \d+", result.output)
     assert "pubmed_result2.txt: ok: found 4, new 4" in result.output
+    again = invoke("import", "--db", db, str(files[0]))
+    assert again.exit_code == 0 and "pubmed4.xml: skipped" in again.output
+    forced = invoke("import", "--db", db, "--force", str(files[0]))
+    assert re.search(r"pubmed4\.xml: ok: found (\d+), new 0, updated 0", forced.output)
     out = tmp_path / "out.jsonl"
     assert invoke("export", "--db", db, "-o", str(out)).exit_code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
