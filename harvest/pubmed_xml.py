@@ -1,0 +1,712 @@
+"""Streaming parser for PubMed XML (``PubmedArticleSet``): efetch replies and NLM baseline/update files.
+
+Why a parser of our own rather than ``Bio.Entrez.read``: the update files are ~100 MB each and
+``Entrez.read`` builds the whole document in memory and needs the exact DTD version on disk (or the
+network). Here lxml's ``iterparse`` hands us one record at a time, we map it to a
+:class:`~harvest.models.Study` and throw the subtree away, so memory stays flat and no DTD is ever
+read. The input is untrusted (it crosses the network), so entities are never expanded from outside
+the document and a document that declares its own entities is refused outright: real PubMed XML
+never does.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import gzip
+import io
+import os
+import re
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from lxml import etree
+
+from harvest.models import Correction, Deletion, MeshHeading, Study
+
+__all__ = [
+    "PubmedXMLError",
+    "normalize_doi",
+    "normalize_pmcid",
+    "parse_date_text",
+    "parse_pubmed_xml",
+]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ROOT_TAGS = ("PubmedArticleSet", "PubmedBookArticleSet")
+# The only elements iterparse reports to us; everything else is read from inside these subtrees.
+_EVENT_TAGS = ("PubmedArticle", "PubmedBookArticle", "DeleteCitation")
+_MATHML_PREFIX = "{http://www.w3.org/1998/Math/MathML}"
+_LXML_POSITION_SUFFIX = re.compile(r",? line \d+, column \d+$")
+
+_MONTHS = {
+    name: number
+    for number, names in enumerate(
+        (
+            ("jan", "january"),
+            ("feb", "february"),
+            ("mar", "march"),
+            ("apr", "april"),
+            ("may",),
+            ("jun", "june"),
+            ("jul", "july"),
+            ("aug", "august"),
+            ("sep", "sept", "september"),
+            ("oct", "october"),
+            ("nov", "november"),
+            ("dec", "december"),
+        ),
+        start=1,
+    )
+    for name in names
+}
+# "1998 Dec-1999 Jan", "2003 Jan 15", "2000 Spring", "2021 Apr-Jun 01": the start of the range wins.
+_DATE_TEXT = re.compile(r"(?P<year>\d{4})(?:[ ]+(?P<month>[A-Za-z]+|\d{1,2})(?:[ ]+(?P<day>\d{1,2})(?!\d))?)?")
+_WHOLE_YEAR = re.compile(r"\s+jan(?:uary)?\s*-\s*dec(?:ember)?\s*$", re.IGNORECASE)
+_PMCID = re.compile(r"^(?:PMC)?(\d+)(?:\.\d+)?$")
+_DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi.org/", "doi:")
+
+
+class PubmedXMLError(ValueError):
+    """The input is not (well-formed, safe) PubMed XML.
+
+    Carries the file ``name`` ("<bytes>" for an in-memory reply) and, when the XML parser knows it,
+    the ``line`` and ``column`` of the failure, so an operator can open the file at the right place.
+    Records before the failure have already been yielded; the caller decides whether to keep them.
+    """
+
+    def __init__(self, name: str, message: str, *, line: int | None = None, column: int | None = None) -> None:
+        self.name = name
+        self.line = line
+        self.column = column
+        self.reason = message
+        super().__init__(f"{name}: {message}")
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------
+
+
+def parse_pubmed_xml(
+    source: bytes | str | os.PathLike[str] | BinaryIO, *, name: str | None = None
+) -> Iterator[Study | Deletion]:
+    """Yield one :class:`Study` per ``PubmedArticle``/``PubmedBookArticle`` and one
+    :class:`Deletion` per PMID of each ``DeleteCitation``, in document order.
+
+    ``source`` is raw bytes (an efetch reply), a path (``str`` or ``os.PathLike``), or a binary file
+    object. Gzip is recognised by its magic bytes, not by the file name, because downloads get
+    renamed and HTTP layers sometimes hand over still-compressed bodies. ``name`` labels errors
+    (defaults to the file name or ``"<bytes>"``).
+
+    This is a generator: the file is opened on the first ``next()`` and closed when iteration ends.
+    On malformed input it raises :class:`PubmedXMLError` at the point of failure, after yielding
+    every complete record before it.
+    """
+    with contextlib.ExitStack() as stack:
+        stream, label = _open_source(source, name, stack)
+        yield from _iter_records(stream, label)
+
+
+def normalize_doi(text: str | None) -> str | None:
+    """Return the DOI in the one form we compare on (``10.xxxx/...``, lower-case), or ``None``.
+
+    DOIs are case-insensitive by definition, and sources decorate them differently
+    (``https://doi.org/``, ``doi:``, stray spaces); deduplication across PubMed, MEDLINE exports and
+    feeds only works if they all agree on one spelling. Anything that does not look like a DOI
+    after that clean-up is ``None`` rather than a junk key.
+    """
+    if text is None:
+        return None
+    doi = text.strip().lower()
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _DOI_PREFIXES:
+            if doi.startswith(prefix):
+                doi = doi[len(prefix) :].strip()
+                changed = True
+    if not doi.startswith("10.") or "/" not in doi:
+        return None
+    return doi
+
+
+def normalize_pmcid(text: str | None) -> str | None:
+    """Return "PMC" + digits, or ``None``.
+
+    PubMed sometimes versions the PMCID ("PMC7938335.2" for a revised Wellcome Open Research
+    article) while MEDLINE exports and PMC links use the bare ID; matching needs one form.
+    """
+    match = _PMCID.match((text or "").strip().upper())
+    return f"PMC{match[1]}" if match else None
+
+
+def parse_date_text(text: str | None) -> str | None:
+    """Turn a free-text PubMed date into an ISO partial date ("YYYY", "YYYY-MM" or "YYYY-MM-DD").
+
+    Used for ``MedlineDate`` here and for the MEDLINE ``DP`` field. For a range
+    ("1998 Dec-1999 Jan") the start is kept, except that "2021 Jan-Dec" is just "2021"; seasons
+    ("2000 Spring") give only the year; a day is kept only when it directly follows the month and
+    exists ("Feb 30" keeps the month). Returns ``None`` when no year can be found.
+    """
+    if not text:
+        return None
+    match = _DATE_TEXT.search(text)
+    if match is None:
+        return None
+    if _WHOLE_YEAR.match(text[match.end("year") :]):
+        return match["year"]  # "2021 Jan-Dec" is the year, not January
+    month = _month_number(match["month"])
+    day = _day_number(match["day"]) if month else None
+    return _iso(match["year"], month, day)
+
+
+# --------------------------------------------------------------------------------------------
+# Input handling
+# --------------------------------------------------------------------------------------------
+
+
+class _Rejoined(io.RawIOBase):
+    """A non-seekable stream with its sniffed first bytes put back in front."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size is None or size < 0:
+                data, self._head = self._head + self._rest.read(), b""
+                return data
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._rest.read(size)
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _open_source(
+    source: bytes | str | os.PathLike[str] | BinaryIO, name: str | None, stack: contextlib.ExitStack
+) -> tuple[BinaryIO, str]:
+    """Open ``source`` as a decompressed binary stream, registering anything we open on ``stack``."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        raw: BinaryIO = io.BytesIO(bytes(source))
+        label = name or "<bytes>"
+    elif isinstance(source, (str, os.PathLike)):
+        if isinstance(source, str) and source.lstrip().startswith("<"):
+            raise TypeError("parse_pubmed_xml() takes XML content as bytes; a str is read as a path")
+        raw = stack.enter_context(open(source, "rb"))
+        label = name or os.path.basename(os.fspath(source))
+    elif hasattr(source, "read"):
+        raw = source
+        label = name or os.path.basename(str(getattr(source, "name", "<stream>")))
+    else:
+        raise TypeError(f"cannot parse PubMed XML from {type(source).__name__}")
+    raw = _with_head_put_back(raw)
+    head = _peek(raw, 2)
+    if not head:
+        raise PubmedXMLError(label, "empty input (0 bytes): not PubMed XML")
+    if head == _GZIP_MAGIC:
+        raw = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+    return raw, label
+
+
+def _with_head_put_back(raw: BinaryIO) -> BinaryIO:
+    """Make the first bytes of ``raw`` readable twice (once to sniff, once to parse)."""
+    seekable = getattr(raw, "seekable", None)
+    if seekable is not None and seekable():
+        return raw
+    head = b""
+    while len(head) < 2:  # a socket-like stream may hand out fewer bytes than asked for
+        chunk = raw.read(2 - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return _Rejoined(head, raw)  # type: ignore[return-value]
+
+
+def _peek(raw: BinaryIO, size: int) -> bytes:
+    if isinstance(raw, _Rejoined):
+        return raw._head[:size]
+    position = raw.tell()
+    head = raw.read(size)
+    raw.seek(position)
+    return head
+
+
+# --------------------------------------------------------------------------------------------
+# The record loop
+# --------------------------------------------------------------------------------------------
+
+
+def _iter_records(stream: BinaryIO, label: str) -> Iterator[Study | Deletion]:
+    parser = etree.iterparse(
+        stream,
+        events=("end",),
+        tag=_EVENT_TAGS,
+        resolve_entities=False,  # entity references stay unexpanded nodes (we drop them)
+        no_network=True,
+        load_dtd=False,  # the DOCTYPE may name any DTD version; we never read it
+        dtd_validation=False,
+        huge_tree=False,  # keep libxml2's depth/size/amplification limits
+        remove_comments=True,
+        remove_pis=True,
+    )
+    events = iter(parser)
+    count = 0
+    doctype_checked = False
+    while True:
+        try:
+            _, elem = next(events)
+        except StopIteration:
+            break
+        except etree.XMLSyntaxError as exc:
+            raise _syntax_error(label, exc, parser.error_log) from exc
+        except (EOFError, OSError, zlib.error) as exc:
+            # gzip raises these for a truncated or corrupt stream; the XML parser never saw the end.
+            raise PubmedXMLError(label, f"unreadable input after {count} records: {exc}") from exc
+        if not doctype_checked:  # before anything is yielded (entities stay unexpanded meanwhile)
+            _refuse_declared_entities(elem, label)
+            doctype_checked = True
+        records = _records_of(elem)
+        _release(elem)
+        count += len(records)
+        yield from records
+    if not doctype_checked and parser.root is not None:
+        _refuse_declared_entities(parser.root, label)
+    _check_root(parser.root, label)
+
+
+def _records_of(elem: etree._Element) -> list[Study | Deletion]:
+    tag = elem.tag
+    if tag == "PubmedArticle":
+        return [_article(elem)]
+    if tag == "PubmedBookArticle":
+        return [_book_article(elem)]
+    return [Deletion(pmid) for pmid in _texts(elem.iterchildren("PMID"))]  # DeleteCitation
+
+
+def _release(elem: etree._Element) -> None:
+    """Free a finished record and every earlier sibling, so memory stays flat on huge files."""
+    elem.clear(keep_tail=False)
+    parent = elem.getparent()
+    if parent is not None:
+        while elem.getprevious() is not None:
+            del parent[0]
+
+
+def _refuse_declared_entities(elem: etree._Element, label: str) -> None:
+    """Reject a DOCTYPE internal subset that declares entities (XXE, billion laughs).
+
+    NLM's files and efetch replies only ever name an external DTD; a document that declares its
+    own entities is either hostile or not PubMed's, and failing fast beats guessing.
+    """
+    dtd = elem.getroottree().docinfo.internalDTD
+    if dtd is None:
+        return
+    names = [entity.name for entity in dtd.iterentities()]
+    if names:
+        raise PubmedXMLError(
+            label,
+            f"DOCTYPE declares entities ({', '.join(names[:5])}); PubMed XML never does, refusing to parse",
+            line=elem.getroottree().getroot().sourceline,
+        )
+
+
+def _check_root(root: etree._Element | None, label: str) -> None:
+    if root is None or root.tag in _ROOT_TAGS:
+        return
+    detail = _flatten(root.find(".//ERROR"))
+    message = f"not PubMed XML: root element is <{root.tag}>, expected <PubmedArticleSet>"
+    if detail:
+        message += f" (ERROR: {detail})"
+    raise PubmedXMLError(label, message, line=root.sourceline)
+
+
+def _syntax_error(label: str, exc: etree.XMLSyntaxError, log: etree._ListErrorLog) -> PubmedXMLError:
+    """Report the first real error libxml2 logged: the exception text is sometimes a knock-on
+    ("no element found (line 0)") rather than the cause."""
+    first = next((entry for entry in log if entry.level >= etree.ErrorLevels.ERROR), None)
+    if first is not None:
+        line, column, message = first.line, first.column, first.message
+    else:
+        line, column = exc.position if exc.position else (None, None)
+        message = _LXML_POSITION_SUFFIX.sub("", exc.msg or str(exc))
+    if line:
+        return PubmedXMLError(
+            label, f"malformed XML at line {line}, column {column}: {message}", line=line, column=column
+        )
+    return PubmedXMLError(label, f"malformed XML: {message}")
+
+
+# --------------------------------------------------------------------------------------------
+# Element helpers
+#
+# Speed matters here (a baseline file is ~30,000 records), so fields are read by walking each
+# element's children once (_index, iterchildren: C-level in lxml) rather than one ElementPath
+# find() per field.
+# --------------------------------------------------------------------------------------------
+
+
+
+def _index(elem: etree._Element | None) -> dict[str, etree._Element]:
+    """The first child of each tag, in one pass over the children (cheaper than a find() per field)."""
+    if elem is None:
+        return {}
+    index: dict[str, etree._Element] = {}
+    for child in elem:
+        if child.tag not in index:
+            index[child.tag] = child
+    return index
+
+
+def _children(elem: etree._Element | None, tag: str) -> Iterator[etree._Element]:
+    return iter(()) if elem is None else elem.iterchildren(tag)
+
+
+def _flatten(elem: etree._Element | None) -> str:
+    """Element text with inline markup (<i>, <sup>, MathML...) flattened and whitespace collapsed.
+
+    Unexpanded entity references contribute nothing: their meaning lives in a DTD we don't read.
+    """
+    if elem is None:
+        return ""
+    if len(elem) == 0:
+        return _clean(elem.text)
+    parts: list[str] = []
+    _collect_text(elem, parts)
+    return " ".join("".join(parts).split())
+
+
+def _clean(text: str | None) -> str:
+    """Whitespace-collapsed ``text``; cheap when it is already clean (the common case)."""
+    if not text:
+        return ""
+    if text.isprintable() and text[0] != " " and text[-1] != " " and "  " not in text:
+        return text
+    return " ".join(text.split())
+
+
+def _collect_text(elem: etree._Element, parts: list[str]) -> None:
+    if elem.text:
+        parts.append(elem.text)
+    for child in elem:
+        if isinstance(child.tag, str):
+            if child.tag.startswith(_MATHML_PREFIX):
+                parts.append(_mathml_text(child))
+            else:
+                _collect_text(child, parts)
+        if child.tail:
+            parts.append(child.tail)
+
+
+def _mathml_text(elem: etree._Element) -> str:
+    """MathML is pretty-printed token by token; its whitespace is layout, not text ("V̇O2max")."""
+    parts = [(elem.text or "").strip()]
+    for child in elem:
+        if isinstance(child.tag, str):
+            parts.append(_mathml_text(child))
+        parts.append((child.tail or "").strip())
+    return "".join(parts)
+
+
+def _texts(elems: Iterable[etree._Element]) -> list[str]:
+    """Flattened, non-empty texts of ``elems``."""
+    return [text for text in map(_flatten, elems) if text]
+
+
+def _first_text(index: dict[str, etree._Element], *tags: str) -> str | None:
+    """Flattened text of the first of ``tags`` that has any."""
+    for tag in tags:
+        text = _flatten(index.get(tag))
+        if text:
+            return text
+    return None
+
+
+def _to_int(text: str | None, default: int) -> int:
+    try:
+        return int((text or "").strip())
+    except ValueError:
+        return default
+
+
+# --------------------------------------------------------------------------------------------
+# Dates
+# --------------------------------------------------------------------------------------------
+
+
+def _month_number(text: str | None) -> int | None:
+    if not text:
+        return None
+    text = text.strip().lower()
+    if text.isdigit():
+        number = int(text)
+        return number if 1 <= number <= 12 else None
+    return _MONTHS.get(text) or _MONTHS.get(text[:3])
+
+
+def _day_number(text: str | None) -> int | None:
+    if not text or not text.strip().isdigit():
+        return None
+    number = int(text)
+    return number if 1 <= number <= 31 else None
+
+
+def _iso(year: str | None, month: int | None, day: int | None) -> str | None:
+    if not year or not (year := year.strip()).isdigit() or len(year) != 4:
+        return None
+    if month is None:
+        return year
+    if day is None or (day > 28 and day > calendar.monthrange(int(year), month)[1]):
+        return f"{year}-{month:02d}"  # no day, or an impossible one ("Feb 30"): keep the month
+    return f"{year}-{month:02d}-{day:02d}"
+
+
+def _text_of(elem: etree._Element | None) -> str | None:
+    return None if elem is None else elem.text
+
+
+def _structured_date(elem: etree._Element | None) -> str | None:
+    """ISO partial date of a Year/Month/Day (or MedlineDate) element such as PubDate or DateRevised."""
+    if elem is None:
+        return None
+    parts = _index(elem)
+    year = _text_of(parts.get("Year"))
+    if not year:
+        return parse_date_text(_text_of(parts.get("MedlineDate")))
+    month = _month_number(_text_of(parts.get("Month")))
+    day = _day_number(_text_of(parts.get("Day"))) if month else None
+    return _iso(year, month, day)
+
+
+def _pub_date(issue_date: etree._Element | None, article: etree._Element) -> str | None:
+    """JournalIssue/PubDate; the electronic ArticleDate only when the issue date has no year."""
+    found = _structured_date(issue_date)
+    if found:
+        return found
+    for article_date in article.iterchildren("ArticleDate"):
+        if article_date.get("DateType") == "Electronic":
+            return _structured_date(article_date)
+    return None
+
+
+def _year(iso: str | None) -> int | None:
+    return int(iso[:4]) if iso else None
+
+
+# --------------------------------------------------------------------------------------------
+# Field groups
+# --------------------------------------------------------------------------------------------
+
+
+def _pmid(elem: etree._Element | None) -> tuple[str | None, int]:
+    if elem is None:
+        return None, 1
+    return (elem.text or "").strip() or None, _to_int(elem.get("Version"), 1)
+
+
+def _abstract_text(abstract: etree._Element | None) -> str | None:
+    """Paragraphs of one Abstract/OtherAbstract: "LABEL: text" when labelled, joined by blank lines."""
+    paragraphs = []
+    for part in _children(abstract, "AbstractText"):
+        text = _flatten(part)
+        if not text:
+            continue
+        label = (part.get("Label") or "").strip()
+        paragraphs.append(f"{label}: {text}" if label else text)
+    return "\n\n".join(paragraphs) or None
+
+
+def _abstract(abstract: etree._Element | None, others: Iterable[etree._Element]) -> str | None:
+    """The Abstract; OtherAbstract (often a translation) only when there is no Abstract at all."""
+    if abstract is not None:
+        return _abstract_text(abstract)
+    for other in others:
+        text = _abstract_text(other)
+        if text:
+            return text
+    return None
+
+
+def _author_name(author: etree._Element) -> str | None:
+    """"LastName Initials" as PubMed shows it, or the CollectiveName of a group author."""
+    last = initials = fore = collective = None
+    for child in author:  # one pass: this runs for every author of every record
+        tag = child.tag
+        if tag == "LastName":
+            last = child
+        elif tag == "Initials":
+            initials = child
+        elif tag == "ForeName":
+            fore = child
+        elif tag == "CollectiveName":
+            collective = child
+    last_name = _flatten(last)
+    if not last_name:
+        return _flatten(collective) or None
+    letters = _flatten(initials)
+    if not letters:
+        # A few records lack Initials; derive them from ForeName rather than drop them.
+        letters = "".join(part[0].upper() for part in re.split(r"[\s\-.]+", _flatten(fore)) if part)
+    return f"{last_name} {letters}" if letters else last_name
+
+
+def _authors(owner: etree._Element | None) -> list[str]:
+    """Authors of valid entries; editor lists (books) are not authors."""
+    names = []
+    for author_list in _children(owner, "AuthorList"):
+        if author_list.get("Type", "authors") != "authors":
+            continue
+        for author in author_list.iterchildren("Author"):
+            if author.get("ValidYN") != "N" and (name := _author_name(author)):
+                names.append(name)
+    return names
+
+
+def _mesh(heading_list: etree._Element | None) -> list[MeshHeading]:
+    headings = []
+    for heading in _children(heading_list, "MeshHeading"):
+        descriptor = next(heading.iterchildren("DescriptorName"), None)
+        name = _flatten(descriptor)
+        if not name:
+            continue
+        qualifiers = [
+            (text, qualifier.get("MajorTopicYN") == "Y")
+            for qualifier in heading.iterchildren("QualifierName")
+            if (text := _flatten(qualifier))
+        ]
+        headings.append(MeshHeading(name, descriptor.get("MajorTopicYN") == "Y", qualifiers))
+    return headings
+
+
+def _keywords(owner: etree._Element) -> list[str]:
+    return [text for keywords in owner.iterchildren("KeywordList") for text in _texts(keywords.iterchildren("Keyword"))]
+
+
+def _corrections(links: etree._Element | None) -> list[Correction]:
+    corrections = []
+    for link in _children(links, "CommentsCorrections"):
+        parts = _index(link)
+        corrections.append(
+            Correction(
+                ref_type=(link.get("RefType") or "").strip(),
+                pmid=(_text_of(parts.get("PMID")) or "").strip() or None,
+                ref_source=_flatten(parts.get("RefSource")) or None,
+            )
+        )
+    return corrections
+
+
+def _ids(id_lists: Iterable[etree._Element], locations: etree._Element | None) -> tuple[str | None, str | None]:
+    """(DOI, PMCID) from the record's own ArticleIdList(s) (never its references'), the DOI falling
+    back to a valid ``ELocationID`` child of ``locations``."""
+    doi = pmcid = None
+    for id_list in id_lists:
+        for article_id in id_list.iterchildren("ArticleId"):
+            id_type = article_id.get("IdType")
+            if id_type == "doi" and doi is None:
+                doi = normalize_doi(article_id.text)
+            elif id_type == "pmc" and pmcid is None:
+                pmcid = normalize_pmcid(article_id.text)
+    if doi is None:
+        for location in _children(locations, "ELocationID"):
+            if location.get("EIdType") == "doi" and location.get("ValidYN") != "N":
+                doi = normalize_doi(location.text)
+                if doi:
+                    break
+    return doi, pmcid
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
+def _article(record: etree._Element) -> Study:
+    """Map one ``PubmedArticle``."""
+    parts = _index(record)
+    citation = parts.get("MedlineCitation")
+    if citation is None:
+        citation = etree.Element("MedlineCitation")
+    cited = _index(citation)
+    article = cited.get("Article")
+    if article is None:
+        article = etree.Element("Article")
+    fields = _index(article)
+    journal = _index(fields.get("Journal"))
+    issue = _index(journal.get("JournalIssue"))
+    pmid, version = _pmid(cited.get("PMID"))
+    doi, pmcid = _ids(_children(parts.get("PubmedData"), "ArticleIdList"), article)
+    pub_date = _pub_date(issue.get("PubDate"), article)
+    return Study(
+        title=_first_text(fields, "ArticleTitle", "VernacularTitle") or "",
+        pmid=pmid,
+        pmid_version=version,
+        doi=doi,
+        pmcid=pmcid,
+        abstract=_abstract(fields.get("Abstract"), citation.iterchildren("OtherAbstract")),
+        journal=_first_text(journal, "Title", "ISOAbbreviation")
+        or _first_text(_index(cited.get("MedlineJournalInfo")), "MedlineTA"),
+        pub_date=pub_date,
+        year=_year(pub_date),
+        authors=_authors(article),
+        languages=_texts(article.iterchildren("Language")),
+        publication_types=_texts(_children(fields.get("PublicationTypeList"), "PublicationType")),
+        mesh=_mesh(cited.get("MeshHeadingList")),
+        keywords=_keywords(citation),
+        medline_status=citation.get("Status"),
+        date_revised=_structured_date(cited.get("DateRevised")),
+        corrections=_corrections(cited.get("CommentsCorrectionsList")),
+        record_source="pubmed",
+    )
+
+
+def _book_article(record: etree._Element) -> Study:
+    """Map one ``PubmedBookArticle`` (NCBI Bookshelf: a chapter, or a whole book).
+
+    A chapter's title is its ArticleTitle and the book's title stands where a journal would; a
+    whole-book record's title is the BookTitle.
+    """
+    parts = _index(record)
+    document = parts.get("BookDocument")
+    if document is None:
+        document = etree.Element("BookDocument")
+    fields = _index(document)
+    book = fields.get("Book")
+    if book is None:
+        book = etree.Element("Book")
+    about_book = _index(book)
+    pmid, version = _pmid(fields.get("PMID"))
+    id_lists = [*_children(parts.get("PubmedBookData"), "ArticleIdList"), *document.iterchildren("ArticleIdList")]
+    doi, pmcid = _ids(id_lists, book)
+    chapter_title = _first_text(fields, "ArticleTitle", "VernacularTitle")
+    book_title = _flatten(about_book.get("BookTitle")) or None
+    pub_date = _structured_date(about_book.get("PubDate"))
+    return Study(
+        title=chapter_title or book_title or "",
+        pmid=pmid,
+        pmid_version=version,
+        doi=doi,
+        pmcid=pmcid,
+        abstract=_abstract(fields.get("Abstract"), ()),
+        journal=book_title if chapter_title else None,
+        pub_date=pub_date,
+        year=_year(pub_date),
+        authors=_authors(document) or _authors(book),
+        languages=_texts(document.iterchildren("Language")),
+        publication_types=_texts(document.iterchildren("PublicationType")),
+        mesh=_mesh(fields.get("MeshHeadingList")),
+        keywords=_keywords(document),
+        medline_status=None,
+        date_revised=_structured_date(fields.get("DateRevised")),
+        corrections=_corrections(fields.get("CommentsCorrectionsList")),
+        record_source="pubmed",
+    )

@@ -1,0 +1,225 @@
+"""Tests for harvest.medline: real PubMed-format exports read in place from ../shared/data/medline,
+a hand-made export for fields they lack, and files that are not MEDLINE at all."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from harvest.medline import MedlineError, parse_medline
+from harvest.models import Correction, MeshHeading, Study
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def data_file(*parts: str) -> Path:
+    """A file of the shared real-data corpus, or skip: a fresh clone has no ../shared/data."""
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real test data not found: {path} (the shared corpus lives in ../shared/data beside the repo)")
+    return path
+
+
+def medline(name: str) -> Path:
+    return data_file("medline", name)
+
+
+def test_result1_whole_record():
+    assert list(parse_medline(medline("pubmed_result1.txt"))) == [
+        Study(
+            title="The Bio* toolkits--a brief overview.",
+            pmid="12230038",
+            abstract=(
+                "Bioinformatics research is often difficult to do with commercial software. The Open Source "
+                "BioPerl, BioPython and Biojava projects provide toolkits with multiple functionality that make it "
+                "easier to create customised pipelines or analysis. This review briefly compares the quirks of the "
+                "underlying languages and the functionality, documentation, utility and relative advantages of the "
+                "Bio counterparts, particularly from the point of view of the beginning biologist programmer."
+            ),
+            journal="Briefings in bioinformatics",
+            pub_date="2002-09",
+            year=2002,
+            authors=["Mangalam H"],
+            languages=["eng"],
+            publication_types=["Journal Article"],
+            mesh=[
+                MeshHeading("Computational Biology", True),
+                MeshHeading("Computer Systems"),
+                MeshHeading("Humans"),
+                MeshHeading("Internet"),
+                MeshHeading("Programming Languages", True),
+                MeshHeading("Software", True),
+                MeshHeading("User-Computer Interface"),
+            ],
+            medline_status="MEDLINE",
+            date_revised="2004-11-17",
+            record_source="medline",
+        )
+    ]
+
+
+def test_result2_four_records():
+    records = list(parse_medline(medline("pubmed_result2.txt")))
+    assert [r.pmid for r in records] == ["16403221", "16377612", "14871861", "14630660"]
+    assert [r.pub_date for r in records] == ["2006", "2006-03-01", "2004-06-12", "2003-11-22"]
+    assert [r.doi for r in records] == [
+        "10.1186/1471-2105-7-10",
+        "10.1093/bioinformatics/btk021",
+        "10.1093/bioinformatics/bth078",
+        None,
+    ]
+    assert [r.date_revised for r in records] == [None, "2006-11-15", "2006-11-15", "2006-11-15"]
+    first = records[0]
+    assert first.pmcid == "PMC1373603"
+    assert first.authors == ["Casbon JA", "Crooks GE", "Saqi MA"]
+    assert first.publication_types == ["Evaluation Studies", "Journal Article"]
+    assert first.abstract.startswith("BACKGROUND: Benchmarking algorithms in structural bioinformatics often involves the")
+    assert "The ASTRAL compendium provides" in first.abstract and "  " not in first.abstract
+    # The title wrapped over two lines in the file.
+    assert records[1].title == "GenomeDiagram: a python package for the visualization of large-scale genomic data."
+    assert records[3].mesh[3] == MeshHeading("Information Storage and Retrieval", False, [("methods", True), ("standards", True)])
+    assert all(r.record_source == "medline" and r.pmid_version == 1 for r in records)
+
+
+def test_result3_wrapped_mesh_line_and_lid_doi():
+    (record,) = parse_medline(medline("pubmed_result3.txt"))
+    assert record.pmid == "23039619"
+    assert record.mesh[1] == MeshHeading(
+        "High-Intensity Focused Ultrasound Ablation",
+        False,
+        [("adverse effects", False), ("instrumentation", False), ("methods", True)],
+    )
+    assert record.doi == "10.1118/1.4748329"
+    assert (record.pub_date, record.year, record.journal) == ("2012-10", 2012, "Medical physics")
+    assert record.authors == ["Qiao S", "Shen G", "Bai J", "Chen Y"]
+
+
+def test_source_kinds_and_line_endings_agree(tmp_path):
+    path = medline("pubmed_result2.txt")
+    expected = list(parse_medline(path))
+    crlf = tmp_path / "export.nbib"
+    crlf.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().lstrip(b"\n"))
+    for source in (str(path), crlf, bom, io.StringIO(path.read_text())):
+        assert list(parse_medline(source)) == expected
+
+
+def test_synthetic_export_corrections_keywords_and_groups():
+    retracted, ranged = parse_medline(FIXTURES / "medline_synthetic.nbib")
+    assert retracted == Study(
+        title="Dry needling versus sham needling for chronic neck pain: a synthetic randomized controlled trial.",
+        pmid="90000006",
+        doi="10.5555/synth.2020.0042",
+        pmcid="PMC7000042",
+        abstract=(
+            "BACKGROUND: Synthetic text for a parser test. METHODS: Forty synthetic patients were randomized. "
+            "RESULTS: Nothing real happened. CONCLUSIONS: None."
+        ),
+        journal="Synthetic pain journal",
+        pub_date="2020-03-15",
+        year=2020,
+        authors=["Needle NA", "Point T", "Synthetic Needling Trialists Group"],
+        languages=["eng"],
+        publication_types=["Journal Article", "Randomized Controlled Trial", "Retracted Publication"],
+        mesh=[
+            MeshHeading("Chronic Pain", False, [("therapy", True)]),
+            MeshHeading("Dry Needling", True, [("adverse effects", False), ("methods", True)]),
+            MeshHeading("Humans"),
+            MeshHeading(
+                "Neck Pain",
+                True,
+                [
+                    ("diagnosis", False),
+                    ("physiopathology", False),
+                    ("rehabilitation", False),
+                    ("therapy", True),
+                    ("prevention & control", False),
+                ],
+            ),
+            MeshHeading("Trigger Points"),
+        ],
+        keywords=[
+            "dry needling",
+            "myofascial trigger point of the upper trapezius muscle in office workers with chronic neck pain",
+        ],
+        medline_status="MEDLINE",
+        date_revised="2023-11-04",
+        corrections=[
+            # Wrapped over two lines in the file: still one link, PMID included.
+            Correction("CommentIn", "90000008", "Synth Pain J. 2020 Jun 1;12(6):300-301. doi: 10.5555/synth.2020.0099"),
+            Correction("ErratumIn", "90000010", "Synth Pain J. 2020 Apr 15;12(4):200"),
+            Correction("RetractionIn", "90000012", "Synth Pain J. 2021 Jan 15;13(1):1"),
+        ],
+        record_source="medline",
+    )
+    assert retracted.retracted
+    assert (ranged.pub_date, ranged.year, ranged.journal, ranged.languages) == ("1998-12", 1998, "Synth Pain J", ["eng", "ger"])
+    assert (ranged.doi, ranged.date_revised, ranged.medline_status) == ("10.5555/synth.1998", "2025-01-02", "Publisher")
+
+
+# ----------------------------------------------------------------------------------------------
+# Not MEDLINE: fail loudly, naming the file, record and line
+# ----------------------------------------------------------------------------------------------
+
+
+def test_pubmed_xml_passed_by_mistake():
+    with pytest.raises(MedlineError) as info:
+        list(parse_medline(data_file("eutils", "biopython", "pubmed1.xml")))
+    error = info.value
+    assert (error.name, error.record, error.line) == ("pubmed1.xml", 1, 1)
+    assert str(error).startswith("pubmed1.xml: record 1, line 1: looks like XML/HTML, not MEDLINE text")
+
+
+def test_gzip_file_passed_by_mistake():
+    with pytest.raises(MedlineError, match=r"^pubmed21n1298-even\.xml\.gz: record 1, line 1: gzip-compressed"):
+        list(parse_medline(data_file("pubmed", "pubmed21n1298-even.xml.gz")))
+
+
+def test_binary_file():
+    with pytest.raises(MedlineError, match=r"^garbage\.bin: record 1, line 1: not UTF-8 text"):
+        list(parse_medline(FIXTURES / "hostile" / "garbage.bin"))
+    with pytest.raises(MedlineError, match="binary data"):
+        list(parse_medline(io.StringIO("PMID- 1\nTI  - a\x00b\n")))
+
+
+def test_empty_file():
+    with pytest.raises(MedlineError, match=r"^empty\.xml: no MEDLINE records found"):
+        list(parse_medline(FIXTURES / "hostile" / "empty.xml"))
+
+
+def test_efetch_text_error_body():
+    """efetch without retmode answers an unavailable PMID with a text line (real)."""
+    with pytest.raises(MedlineError, match=r"not a MEDLINE field line"):
+        list(parse_medline(data_file("eutils", "errors", "efetch_pmid_not_available.txt")))
+
+
+def test_junk_in_a_later_record_names_that_record_after_yielding_the_first(tmp_path):
+    good = medline("pubmed_result1.txt").read_text().strip("\n")
+    broken = tmp_path / "broken.txt"
+    broken.write_text(good + "\n\nPMID- 2\nTI  - fine\nThis line is not a field\n")
+    seen = []
+    with pytest.raises(MedlineError) as info:
+        for record in parse_medline(broken):
+            seen.append(record.pmid)
+    assert seen == ["12230038"]
+    assert (info.value.record, info.value.line) == (2, good.count("\n") + 5)
+    assert "'This line is not a field'" in str(info.value)
+
+
+def test_record_without_pmid_and_stray_continuation():
+    with pytest.raises(MedlineError, match=r"<stream>: record 1, line 2: record has no PMID"):
+        list(parse_medline(io.StringIO("TI  - no id\nAU  - Someone S\n")))
+    with pytest.raises(MedlineError, match="continuation line before any field"):
+        list(parse_medline(io.StringIO("      wrapped text first\nPMID- 1\n")))
+    with pytest.raises(MedlineError, match="not a MEDLINE field line"):
+        list(parse_medline(io.StringIO("PMID- 1\nAU - Misaligned\n")))
+
+
+def test_medline_text_passed_as_str_is_refused():
+    with pytest.raises(TypeError, match="StringIO"):
+        list(parse_medline("PMID- 1\nTI  - x\n"))
