@@ -185,10 +185,13 @@ def parse_in_worker(path: Path, batch_size: int) -> Iterator[tuple[str, Any]]:
     the file was bad.
 
     A separate process rather than a thread: parsing is Python-bound and would hold the
-    GIL the writer needs. ``spawn`` so the child never inherits an open SQLite handle.
-    The queue is bounded, so memory stays at a few batches whatever the file size.
+    GIL the writer needs. ``fork`` rather than ``spawn``, which re-imports ``__main__``
+    and fails from stdin or some notebooks; forking with an open SQLite connection is
+    safe here because the child never touches it, POSIX locks are not inherited, and
+    the child leaves through ``os._exit`` without running finalizers. The queue is
+    bounded, so memory stays at a few batches whatever the file size.
     """
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")
     q = ctx.Queue(maxsize=3)
     worker = ctx.Process(
         target=_parse_worker, args=(str(path), batch_size, q, os.getpid()), daemon=True
