@@ -6,11 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from datafiles import SHARED_DATA
 from fake_ncbi import FakeNCBI
-
-# ../shared/data next to the project: real recorded replies and records. Never copied
-# into the repository (third-party material); present in CI, absent in a fresh clone.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")

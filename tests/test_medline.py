@@ -7,21 +7,10 @@ import io
 from pathlib import Path
 
 import pytest
+from datafiles import FIXTURES, data_file
 
 from harvest.medline import MedlineError, parse_medline
 from harvest.models import Correction, MeshHeading, Study
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-def data_file(*parts: str) -> Path:
-    """A file of the shared real-data corpus, or skip: a fresh clone has no ../shared/data."""
-    path = DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real test data not found: {path} (the shared corpus lives in ../shared/data beside the repo)")
-    return path
 
 
 def medline(name: str) -> Path:

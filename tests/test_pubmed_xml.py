@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from datafiles import FIXTURES, data_file
 
 from harvest.models import Correction, Deletion, MeshHeading, Study
 from harvest.pubmed_xml import (
@@ -25,19 +26,8 @@ from harvest.pubmed_xml import (
     parse_pubmed_xml,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HOSTILE = FIXTURES / "hostile"
 UPDATE_FILE = ("pubmed", "pubmed21n1298-even.xml.gz")
-
-
-def data_file(*parts: str) -> Path:
-    """A file of the shared real-data corpus, or skip: a fresh clone has no ../shared/data."""
-    path = DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real test data not found: {path} (the shared corpus lives in ../shared/data beside the repo)")
-    return path
 
 
 def efetch(name: str) -> Path:
