@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from harvest import store
+from harvest import identity, store
 from harvest.medline import MedlineError, parse_medline
 from harvest.models import Deletion, Study
 from harvest.pubmed_xml import PubmedXMLError, parse_pubmed_xml
@@ -172,7 +172,8 @@ def _commit(
     db: Database, items: list[Study | Deletion], run_id: int, path: Path, on_changed: OnChanged | None
 ) -> BatchCounts:
     with store.write_tx(db):
-        return write_batch(db, items, run_id=run_id, how=f"file:{path.name}", on_changed=on_changed)
+        return write_batch(db, items, run_id=run_id, how=f"file:{path.name}", on_changed=on_changed,
+                           resolve=identity.resolve)  # fmt: skip
 
 
 # --- the parsing worker ----------------------------------------------------------

@@ -16,7 +16,7 @@ from datetime import date, timedelta
 
 from sqlite_utils import Database
 
-from harvest import store
+from harvest import identity, store
 from harvest.config import NcbiSettings, Topic
 from harvest.eutils import EutilsClient, EutilsError, EutilsStaleHistory, SearchResult
 from harvest.ingest import BatchCounts, OnChanged, write_batch
@@ -192,7 +192,7 @@ def _harvest_window(
             with store.write_tx(db):
                 counts = write_batch(
                     db, items, run_id=run_id, how=f"{part.datetype} {part.start}..{part.end}",
-                    on_changed=on_changed,
+                    on_changed=on_changed, resolve=identity.resolve,
                 )  # fmt: skip
                 if advance_cursor and start == starts[-1]:
                     store.update_source(db, topic.source_name, cursor=part.end.strftime(DATE_FMT),

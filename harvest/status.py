@@ -33,6 +33,9 @@ def source_status(db: Database, *, now: datetime) -> list[dict[str, Any]]:
                 warnings.append("has never succeeded")
             elif age > expected:
                 warnings.append(f"no success for {age:.0f} h (expected every {expected} h)")
+        if row.get("feed_state") in ("failing", "gone"):
+            warnings.append(f"feed is {row['feed_state']} (HTTP {row.get('last_http_status')}); "
+                            "check its URL in harvest.toml")  # fmt: skip
         row["warnings"] = warnings
         rows.append(row)
     return rows

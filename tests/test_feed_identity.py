@@ -1,0 +1,136 @@
+"""harvest.identity: normalization, the same-work rule, the resolver, and the dedup benchmark."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from harvest import identity, store
+from harvest.identity import first_author_tokens, normalize_title, same_work, title_kind
+from harvest.models import Study
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_dedup.py"
+
+
+def rec(title, authors=(), year=None, **kw):
+    return {"title": title, "authors": list(authors), "year": year, **kw}
+
+
+def test_normalize_title():
+    assert normalize_title("Dry Needling\u2013Induced Pneumothorax.") == "dry needling induced pneumothorax"
+    assert normalize_title("[Study of adherence to the gluten-free diet].") == "study of adherence to the gluten free diet"
+    assert normalize_title("A <i>randomised</i> trial &amp; more") == normalize_title("A randomized trial and more")
+    assert normalize_title("Behaviour of Fernández") == "behavior of fernandez"
+    assert normalize_title(None) == ""
+
+
+def test_title_kind():
+    assert title_kind("Correction to: Current clinical practice of ECT") == "erratum"
+    assert title_kind("Erratum-Health Disparities among Australia's Remote-Dwelling People") == "erratum"
+    assert title_kind("Commentary on: Using Nasal Self-Esteem to Predict Revision") == "comment"
+    assert title_kind("Growth Hormone Use in Childhood and Adult Cardiovascular Disease-Reply.") == "comment"
+    assert title_kind("Twice-daily chemoradiotherapy - Authors' reply.") == "comment"
+    assert title_kind("X: study protocol for a randomized trial") == "protocol"
+    assert title_kind("Dry needling for low back pain") is None
+
+
+def test_first_author_forms():
+    assert first_author_tokens(["Fernández-de-Las-Peñas C"])[0] == {"fernandez", "las", "penas"}
+    assert first_author_tokens('["Radi R"]')[0] == {"radi"}
+    assert first_author_tokens(["Edwards, J."])[0] == {"edwards"}
+    assert first_author_tokens(["C. Chan Gunn"])[0] == {"gunn"}
+    assert first_author_tokens([]) is None
+
+
+@pytest.mark.parametrize("a, b", [
+    (rec("Dry Needling for Low Back Pain.", ["Radi R"], 2023), rec("Dry needling for low back pain", ["Rebecca Radi"], 2023)),
+    (rec("Lidocaine injection versus dry needling to myofascial trigger point. The importance of the local twitch response", ["Hong CZ"], 1994),
+     rec("Lidocaine Injection Versus Dry Needling to Myofascial Trigger Point: The Importance of the Local Twitch Response", ["Chang-Zern Hong"], 1994)),
+    (rec("The efficacy of intramuscular electrical stimulation in the management of patients with myofascial pain syndrome: a systematic review", ["Hadizadeh M"], 2021),
+     rec("The efficacy of intramuscular electrical stimulation in the management of patients with myofascial pain syndrome", ["Maryam Hadizadeh"], 2022)),
+    (rec("Any title at all", doi="10.1/x"), rec("A completely different title", doi="10.1/X")),
+])
+def test_same_work_true(a, b):
+    assert same_work(a, b) and same_work(b, a)
+
+
+@pytest.mark.parametrize("a, b", [
+    (rec("Dry Needling for Low Back Pain.", ["Radi R"], 2023), rec("Trigger Point Injection for Low Back Pain.", ["Lehn C"], 2023)),
+    (rec("Efficacy of X versus saline for knee osteoarthritis: a protocol for a triple-blinded randomized controlled trial", ["Sit RWS"], 2018),
+     rec("Efficacy of X versus saline for knee osteoarthritis: a triple-blinded randomized controlled trial", ["Sit RWS"], 2019)),
+    (rec("ETOIMS for myofascial pain syndrome in a football player", ["Chu J"], 2004),
+     rec("ETOIMS for myofascial pain syndrome in a basketball player", ["Chu J"], 2004)),
+    (rec("Same title of an ordinary length here", pmid="1"), rec("Same title of an ordinary length here", pmid="2")),
+    (rec("Same title of an ordinary length here", doi="10.1/a"), rec("Same title of an ordinary length here", doi="10.1/b")),
+    (rec("Correction."), rec("Correction.")),
+    (rec("A qualitative study on the elderly during the lockdown - Part 1."), rec("A qualitative study on the elderly during the lockdown - Part 2.")),
+    (rec("Dry needling in the management of myofascial trigger points", [], 2010), rec("Dry needling in the management of myofascial trigger points", [], 2017)),
+])
+def test_same_work_false(a, b):
+    assert not same_work(a, b) and not same_work(b, a)
+
+
+def test_preprint_doi_does_not_veto():
+    journal = rec("Intra-articular prolotherapy with perineural injection in knee osteoarthritis: a randomized trial",
+                  ["Fu Y"], 2024, doi="10.1186/s13018-024-04762-4")
+    preprint = rec("Intra-articular prolotherapy combined with perineural injection for knee osteoarthritis: a randomised trial",
+                   ["Fu Y"], 2023, doi="10.21203/rs.3.rs-0000000/v1")
+    assert same_work(journal, preprint)
+
+
+@pytest.fixture
+def db(tmp_path):
+    return store.open_db(tmp_path / "t.db")
+
+
+def save(db, *studies, resolve=None):
+    with store.write_tx(db):
+        return store.save_studies(db, studies, resolve=resolve)
+
+
+def test_resolve_by_doi_among_pubmed_rows_and_by_title(db):
+    save(db, Study(title="Dextrose prolotherapy for knee osteoarthritis: a randomized controlled trial.",
+                   pmid="23690322", doi="10.1370/afm.1504", authors=["Rabago D"], year=2013))
+    # A feed entry with the DOI: save_studies alone only matches DOIs of feed-only rows.
+    feed = Study(title="Dextrose Prolotherapy for Knee Osteoarthritis", doi="10.1370/afm.1504",
+                 record_source="feed", url="https://example.org/a")
+    assert save(db, feed, resolve=identity.resolve).new == 0
+    # Without a DOI, by title, year and first author.
+    feed2 = Study(title="Dextrose prolotherapy for knee osteoarthritis: a randomised controlled trial",
+                  authors=["David Rabago"], year=2013, record_source="feed")
+    assert save(db, feed2, resolve=identity.resolve).new == 0
+    row = db["studies"].get(1)
+    assert db["studies"].count == 1 and row["pmid"] == "23690322" and row["url"] == "https://example.org/a"
+    assert row["title"] == "Dextrose prolotherapy for knee osteoarthritis: a randomized controlled trial."
+    # A protocol with the same main title is a different study.
+    proto = Study(title="Dextrose prolotherapy for knee osteoarthritis: protocol for a randomized controlled trial",
+                  authors=["Rabago D"], year=2012, record_source="feed")
+    assert save(db, proto, resolve=identity.resolve).new == 1
+
+
+def test_resolve_never_joins_two_pmids(db):
+    save(db, Study(title="Evaluation of the Impact of Body Position on Primary Central Sleep Apnea Syndrome.",
+                   pmid="32527712", authors=["Oktay Arslan B"], year=2021))
+    again = Study(title="Evaluation of the Impact of Body Position on Primary Central Sleep Apnea Syndrome.",
+                  pmid="34088390", authors=["Oktay Arslan B"], year=2021)
+    assert save(db, again, resolve=identity.resolve).new == 1
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_dedup", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dedup_benchmark_meets_its_targets():
+    bench = _bench()
+    pairs = bench.load()
+    assert len(pairs) >= 40
+    assert sum(p["label"] == "duplicate" for p in pairs) >= 20
+    assert sum(p["label"] == "distinct" for p in pairs) >= 20
+    for title_only in (False, True):
+        s = bench.score(pairs, title_only=title_only)
+        assert s["precision"] >= 0.95 and s["recall"] >= 0.95, (title_only, s["errors"])
