@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
-from harvest import __version__, demo, export, ingest, status
+from harvest import __version__, demo, export, ingest, status, tagging
 from harvest.config import ConfigError, Settings, load_settings
+from harvest.cli_report import report as report_command
 from harvest.lock import AlreadyRunning, harvest_lock
 from harvest.store import StoreError, open_db
 
@@ -63,45 +64,127 @@ def cli() -> None:
 
 @cli.command()
 @common_options
+@click.option(
+    "--source", "sources", multiple=True, metavar="NAME",
+    help="Only these sources: 'pubmed', 'feeds', or a name such as pubmed:ims or feed:jospt "
+    "(repeatable).",
+)  # fmt: skip
 @click.option("--full", is_flag=True, help="Ignore stored cursors and backfill every query.")
 @click.option(
     "--reconcile", is_flag=True,
     help="Also check stored PMIDs against what NCBI still returns (weekly; tombstones withdrawn ones).",
 )  # fmt: skip
+@click.option("--report", "make_report", is_flag=True, help="Build the HTML report afterwards.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something failed.")
-def run(settings: Settings, full: bool, reconcile: bool, quiet: bool) -> None:
+def run(
+    settings: Settings, sources: tuple[str, ...], full: bool, reconcile: bool,
+    make_report: bool, quiet: bool,
+) -> None:  # fmt: skip
     """Harvest every configured source (for cron): PubMed queries, then feeds.
 
     \b
     Exit status: 0 all sources succeeded; 1 a source failed (the others still ran);
     75 another run holds the lock (nothing was done).
     """
-    from harvest import pubmed
-    from harvest.eutils import EutilsClient, EutilsConfig, EutilsError
-
+    topics, run_feeds, feed_names = _select_sources(settings, sources)
     try:
         with harvest_lock(settings.db_path):
             db = _open(settings)
-            try:
-                client = EutilsClient(_eutils_config(settings, EutilsConfig))
-            except EutilsError as exc:
-                raise click.ClickException(str(exc)) from exc
-            failed = False
-            for topic in settings.topics.values():
-                with _progress(topic.source_name, quiet) as bar:
-                    result = pubmed.harvest_topic(
-                        db, client, topic, settings.ncbi, full=full, reconcile=reconcile,
-                        progress=bar,
-                    )  # fmt: skip
-                failed |= result.status == "error"
-                if not quiet or result.status != "ok":
-                    click.echo(_summary_line(result.source, result.status, result.counts.as_dict(),
-                                             result.error, extra=f"{result.windows} window(s)"))  # fmt: skip
+            client = _eutils_client(settings) if topics else None
+            failed = _run_pubmed(db, client, settings, topics, full, reconcile, quiet)
+            if run_feeds:
+                failed |= _run_feeds(db, client, settings, feed_names, quiet)
+        if make_report:
+            failed |= not _report(settings.db_path, quiet)
     except AlreadyRunning as exc:
         click.echo(f"harvest run: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
     if failed:
         sys.exit(EXIT_SOURCE_FAILED)
+
+
+def _select_sources(
+    settings: Settings, names: tuple[str, ...]
+) -> tuple[list[Any], bool, list[str] | None]:
+    """What ``--source`` picks: the topics, whether to run feeds, and which (None: all)."""
+    if not names:
+        return list(settings.topics.values()), True, None
+    topics, feeds, want_all_feeds = [], [], False
+    for name in names:
+        if name == "pubmed":
+            topics += settings.topics.values()
+        elif name == "feeds":
+            want_all_feeds = True
+        elif name.startswith("pubmed:") and name[7:] in settings.topics:
+            topics.append(settings.topics[name[7:]])
+        elif name.startswith("feed:"):
+            feeds.append(name)
+        else:
+            raise click.BadParameter(
+                f"unknown source {name!r}: use pubmed, feeds, pubmed:TOPIC "
+                f"({', '.join(settings.topics)}) or feed:NAME", param_hint="--source",
+            )  # fmt: skip
+    unique_topics = list({t.name: t for t in topics}.values())
+    return unique_topics, want_all_feeds or bool(feeds), None if want_all_feeds else feeds
+
+
+def _report(db_path: Any, quiet: bool) -> bool:
+    """Build the HTML report; a failure is reported, not raised, after a harvest."""
+    from harvest.report import ReportError, build_report
+
+    try:
+        path = build_report(db_path)
+    except ReportError as exc:
+        click.echo(f"report: {exc}", err=True)
+        return False
+    if not quiet:
+        click.echo(f"Report written to {path}")
+    return True
+
+
+def _eutils_client(settings: Settings) -> Any:
+    from harvest.eutils import EutilsClient, EutilsConfig, EutilsError
+
+    try:
+        return EutilsClient(_eutils_config(settings, EutilsConfig))
+    except EutilsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _run_pubmed(
+    db: Any, client: Any, settings: Settings, topics: list[Any], full: bool, reconcile: bool,
+    quiet: bool,
+) -> bool:  # fmt: skip
+    from harvest import pubmed
+
+    failed = False
+    for topic in topics:
+        with _Progress(topic.source_name, quiet) as bar:
+            result = pubmed.harvest_topic(
+                db, client, topic, settings.ncbi, full=full, reconcile=reconcile,
+                on_changed=tagging.tag_studies, progress=bar,
+            )  # fmt: skip
+        failed |= result.status == "error"
+        if not quiet or result.status != "ok":
+            click.echo(_summary_line(result.source, result.status, result.counts.as_dict(),
+                                     result.error, extra=f"{result.windows} window(s)"))  # fmt: skip
+    return failed
+
+
+def _run_feeds(
+    db: Any, client: Any, settings: Settings, names: list[str] | None, quiet: bool
+) -> bool:
+    from harvest.feed_harvest import harvest_feeds
+
+    try:
+        results = harvest_feeds(db, settings, client=client, only=names,
+                                on_changed=tagging.tag_studies)  # fmt: skip
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for result in results:
+        if not quiet or result.failed or result.warnings:
+            click.echo(result.line())
+    return any(r.failed for r in results)
 
 
 def _eutils_config(settings: Settings, config_cls: type) -> Any:
@@ -115,29 +198,27 @@ def _eutils_config(settings: Settings, config_cls: type) -> Any:
     )
 
 
-class _NoBar:
-    def __enter__(self) -> None:
-        return None
+class _Progress:
+    """A one-line record counter on a terminal; silent in cron logs.
+
+    A bar needs a total, and a harvest learns its total window by window, so this
+    counts records as batches commit instead.
+    """
+
+    def __init__(self, label: str, quiet: bool) -> None:
+        self.label, self.count = label, 0
+        self.live = not quiet and sys.stderr.isatty()
+
+    def __enter__(self) -> Callable[[int], None] | None:
+        return self.update if self.live else None
+
+    def update(self, n: int) -> None:
+        self.count += n
+        click.echo(f"\r{self.label}: {self.count} records", nl=False, err=True)
 
     def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _progress(label: str, quiet: bool) -> Any:
-    """A progress bar on a terminal only: cron logs stay one line per source."""
-    if quiet or not sys.stderr.isatty():
-        return _NoBar()
-    bar = click.progressbar(length=None, label=label, file=sys.stderr)  # type: ignore[arg-type]
-
-    class _Bar:
-        def __enter__(self) -> Callable[[int], None]:
-            bar.__enter__()
-            return bar.update
-
-        def __exit__(self, *exc: object) -> None:
-            bar.__exit__(*exc)
-
-    return _Bar()
+        if self.live and self.count:
+            click.echo("\r\033[K", nl=False, err=True)  # clear the line for the summary
 
 
 def _summary_line(
@@ -166,7 +247,7 @@ def import_(settings: Settings, files: tuple[str, ...], force: bool) -> None:
     db = _open(settings)
     failed = False
     for path in files:
-        result = ingest.import_file(db, path, force=force)
+        result = ingest.import_file(db, path, force=force, on_changed=tagging.tag_studies)
         if result.skipped:
             click.echo(f"{path}: skipped: these exact bytes were imported before (--force to redo)")
             continue
@@ -203,7 +284,7 @@ def status_(settings: Settings) -> None:
 def demo_(db_path: str) -> None:
     """Build an offline demo database from the bundled sample of real records."""
     try:
-        db = demo.build_demo(db_path)
+        db = demo.build_demo(db_path, on_changed=tagging.tag_studies)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
     info = demo.summarize(db)
@@ -217,6 +298,8 @@ def demo_(db_path: str) -> None:
         "SELECT year, title FROM studies ORDER BY year DESC, id LIMIT 5"
     ):
         click.echo(f"  {row['year']}  {row['title'][:90]}")
+    if not _report(db_path, quiet=False):
+        sys.exit(EXIT_SOURCE_FAILED)
     click.echo(f"Explore it: harvest status --db {db_path}; harvest export --db {db_path}")
 
 
@@ -235,3 +318,5 @@ def export_(settings: Settings, fmt: str, output: Any, live_only: bool) -> None:
     for line in export.to_jsonl(export.iter_studies(db, include_deleted=not live_only)):
         output.write(line)
 
+
+cli.add_command(report_command)

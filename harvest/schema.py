@@ -226,3 +226,119 @@ def m003a_imported_files(db: Database) -> None:
         pk="sha1",
         foreign_keys=[("run_id", "runs", "id")],
     )
+
+
+# --- tags (harvest/tagging.py) ---------------------------------------------------------
+
+# The facets with one value per study; harvest.tagging.SINGLE_VALUED_FACETS says the same
+# (a test keeps them in step).
+_SINGLE_VALUED = "'design', 'population', 'sample_size', 'conclusion'"
+
+
+@migrations()
+def m201_tags_views(db: Database) -> None:
+    # What a study is tagged, after researchers' overrides, in SQL so that Datasette shows
+    # what the export carries. A manual tag replaces every automatic value of a single-valued
+    # facet; a manual "unset" (negated = 1) hides that automatic value; manual wins over an
+    # automatic tag of the same value.
+    db.create_view(
+        "study_tags_effective",
+        f"""
+        SELECT t.study_id, s.pmid, t.facet, t.value, t.detail, t.origin, t.rule_id,
+               t.ruleset_version, t.evidence, t.created
+        FROM tags t JOIN studies s ON s.id = t.study_id
+        WHERE t.negated = 0 AND (
+          t.origin = 'manual' OR (
+            NOT EXISTS (SELECT 1 FROM tags m WHERE m.study_id = t.study_id AND m.facet = t.facet
+                        AND m.value = t.value AND m.origin = 'manual')
+            AND NOT (t.facet IN ({_SINGLE_VALUED}) AND EXISTS (
+                SELECT 1 FROM tags m WHERE m.study_id = t.study_id AND m.facet = t.facet
+                AND m.origin = 'manual' AND m.negated = 0))))
+        """,
+        replace=True,
+    )
+    one = (
+        "(SELECT e.value FROM study_tags_effective e WHERE e.study_id = s.id AND e.facet = '{f}' "
+        "ORDER BY e.origin = 'manual' DESC, e.origin = 'nlm' DESC LIMIT 1) AS {f}"
+    )
+    many = (
+        "(SELECT group_concat(DISTINCT e.value) FROM study_tags_effective e "
+        "WHERE e.study_id = s.id AND e.facet = '{f}') AS {col}"
+    )
+    columns = ",\n".join(
+        [one.format(f="design")]
+        + [many.format(f=f, col=c) for f, c in (("intervention", "interventions"),
+                                                 ("condition", "conditions"),
+                                                 ("comparator", "comparators"))]
+        + [one.format(f=f) for f in ("population", "sample_size", "conclusion")]
+        + [many.format(f="flag", col="flags")]
+    )  # fmt: skip
+    db.create_view(
+        "study_tags_summary",
+        f"SELECT s.id AS study_id, s.pmid, s.title, s.year,\n{columns}\nFROM studies s",
+        replace=True,
+    )
+
+
+# --- workbench (harvest/reading_lists.py, harvest/export.py, Datasette) ----------------
+
+
+@migrations()
+def m301_workbench_reading_lists(db: Database) -> None:
+    # Items point at studies.id, which a revision never changes (store.save_studies updates
+    # in place), so a list keeps its items and notes when its studies are revised.
+    db["reading_lists"].create(
+        {"id": int, "name": str, "description": str, "query": str, "created": str, "updated": str},
+        pk="id",
+        not_null={"name", "created"},
+    )
+    db["reading_lists"].create_index(["name"], unique=True)
+    db["reading_list_items"].create(
+        {"list_id": int, "study_id": int, "note": str, "added": str},
+        pk=("list_id", "study_id"),
+        foreign_keys=[("list_id", "reading_lists", "id"), ("study_id", "studies", "id")],
+    )
+    db["reading_list_items"].create_index(["study_id"])
+
+
+@migrations()
+def m302_workbench_studies_tagged(db: Database) -> None:
+    # One row per live study with its effective tags as readable columns (JSON arrays for
+    # the many-valued facets, so Datasette can facet on them) and links out.
+    many = (
+        "(SELECT json_group_array(value) FROM (SELECT DISTINCT e.value FROM study_tags_effective e"
+        " WHERE e.study_id = s.id AND e.facet = '{f}' ORDER BY e.value)) AS {col}"
+    )
+    one = (
+        "(SELECT e.value FROM study_tags_effective e WHERE e.study_id = s.id AND e.facet = '{f}'"
+        " ORDER BY e.origin = 'manual' DESC, e.origin = 'nlm' DESC LIMIT 1)"
+    )
+    db.create_view(
+        "studies_tagged",
+        f"""
+        SELECT s.id, s.pmid, s.title, s.year, s.pub_date, s.journal,
+          {one.format(f="design")} AS design,
+          {many.format(f="intervention", col="interventions")},
+          {many.format(f="condition", col="conditions")},
+          {many.format(f="comparator", col="comparators")},
+          {one.format(f="population")} AS population,
+          CAST({one.format(f="sample_size")} AS INTEGER) AS sample_size,
+          {one.format(f="conclusion")} AS conclusion,
+          {many.format(f="flag", col="flags")},
+          (SELECT json_group_array(source) FROM (SELECT DISTINCT r.source FROM sightings g
+             JOIN runs r ON r.id = g.run_id WHERE g.study_id = s.id ORDER BY r.source)) AS sources,
+          (SELECT group_concat(a.value, '; ') FROM json_each(s.authors) a) AS authors,
+          s.doi, s.pmcid, s.retracted,
+          CASE WHEN s.pmid IS NOT NULL THEN 'https://pubmed.ncbi.nlm.nih.gov/' || s.pmid || '/' END
+            AS pubmed_url,
+          CASE WHEN s.doi IS NOT NULL THEN 'https://doi.org/' || s.doi END AS doi_url,
+          CASE WHEN s.pmcid IS NOT NULL
+            THEN 'https://www.ncbi.nlm.nih.gov/pmc/articles/' || s.pmcid || '/' END AS pmc_url,
+          s.first_seen,
+          (SELECT min(t.created) FROM tags t WHERE t.study_id = s.id) AS first_tagged,
+          s.last_updated
+        FROM studies s
+        WHERE s.deleted = 0
+        """,
+        replace=True,
+    )

@@ -154,3 +154,22 @@ def test_run_one_source_fails_others_still_run(tmp_path, fake_ncbi, shared_data)
     status = CliRunner().invoke(cli, ["status"], env=env).output
     assert "pubmed:aaa [pubmed]: last run error" in status and "last error:" in status
     assert "pubmed:bbb [pubmed]: last run ok" in status
+
+
+def test_run_source_feeds_only_needs_no_email(tmp_path, shared_data):
+    from fake_feeds import FakeFeeds, Reply, fixture
+
+    with FakeFeeds() as host:
+        url = host.route("/pm", Reply(body=fixture("pubmed_search_rss.xml"), etag='"v1"'))
+        cfg = tmp_path / "harvest.toml"
+        cfg.write_text('[topics.dry_needling]\nquery = "x"\n'
+                       f'[[feeds]]\nname = "pm"\nkind = "pubmed-search"\ntopic = "dry_needling"\nurl = "{url}"\n')
+        env = {"HARVEST_CONFIG": str(cfg), "HARVEST_DB": str(tmp_path / "e.db"), "NCBI_EMAIL": None}
+        result = CliRunner().invoke(cli, ["run", "--source", "feeds"], env=env)
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("feed:pm: ok")
+        again = CliRunner().invoke(cli, ["run", "--source", "feed:pm"], env=env)
+        assert again.output.startswith("feed:pm: unchanged")  # a 304 on the stored ETag
+        assert host.requests_to("/pm")[-1].headers.get("if-none-match") == '"v1"'
+        bad = CliRunner().invoke(cli, ["run", "--source", "nonsense"], env=env)
+        assert bad.exit_code == 2 and "unknown source 'nonsense'" in bad.output

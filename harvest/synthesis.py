@@ -1,0 +1,622 @@
+"""Evidence synthesis: "does it work?" per intervention × condition, from the tagged store.
+
+Everything here is plain data computed from the ``studies`` and ``tags`` tables (through
+:func:`harvest.tagging.study_summaries`); the notebooks, charts and the HTML report only show
+it. For each intervention × condition with any evidence, a :class:`Cell` holds the counts by
+design, the randomized participants (with how many trials lacked a size), the systematic
+reviews and meta-analyses, the randomized trials, the share of sham- or placebo-controlled
+trials, the trials newer than the newest review, and the retracted studies (listed apart and
+left out of every count). Its :class:`Verdict` comes from :data:`VERDICT_RULES`, the one place
+where the rules are written, and always carries its reasons and caveats.
+
+This is a map of what has been published and what the authors concluded, read automatically
+from titles, abstracts and NLM's indexing. It is not a quality appraisal and not medical advice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from sqlite_utils import Database
+
+from harvest import tagging
+
+__all__ = [
+    "CAVEAT_RULES",
+    "Cell",
+    "DISCLAIMER",
+    "FOCUS_INTERVENTIONS",
+    "Study",
+    "Synthesis",
+    "VERDICT_RULES",
+    "Verdict",
+    "VerdictRule",
+    "build_cells",
+    "database_facts",
+    "label",
+    "load_studies",
+    "rules_text",
+    "synthesize",
+    "verdict_for",
+]
+
+DISCLAIMER = (
+    "This is an automated map of the published research, not medical advice. Tags, sample "
+    "sizes and conclusions are read by rules from titles, abstracts and NLM's indexing and can "
+    "be wrong; a conclusion is what the study's authors wrote, not an appraisal of its quality "
+    "or risk of bias. Talk to a qualified clinician about any treatment."
+)
+
+FOCUS_INTERVENTIONS = ("ims", "dry_needling", "prolotherapy")
+REVIEW_DESIGNS = ("systematic_review", "meta_analysis")
+TRIAL_DESIGNS = ("rct",)
+SHAM_COMPARATORS = ("sham_needling", "placebo_injection")
+FAVOURING = frozenset({"favours_intervention"})
+AGAINST = frozenset({"no_difference", "favours_control", "harm"})
+# Studies of an intervention with no condition tag are kept, in a cell of their own.
+UNSPECIFIED = "unspecified"
+
+# Designs in the order tables show them.
+DESIGN_ORDER = (
+    "systematic_review", "meta_analysis", "rct", "non_randomized_trial", "observational",
+    "case_series", "case_report", "narrative_review", "guideline", "protocol", "editorial",
+    "animal", "other", "untagged",
+)  # fmt: skip
+
+# --- thresholds of the verdict rules (used only by VERDICT_RULES and CAVEAT_RULES) ---------
+MIN_TRIALS = 2  # randomized trials with a stated conclusion needed to say anything from trials
+MIN_PARTICIPANTS = 100  # randomized participants needed to say anything from trials
+CLEAR_SHARE = 2 / 3  # share of trials concluding one way for "favourable" or "not supported"
+SMALL_PARTICIPANTS = 300  # below this many randomized participants the evidence is "small"
+SHAM_SHARE = 0.5  # below this share of sham/placebo-controlled trials: "mostly unblinded"
+
+_LABELS = {
+    "ims": "IMS (Gunn)",
+    "dry_needling": "Dry needling",
+    "prolotherapy": "Prolotherapy",
+    "prp": "PRP",
+    "rct": "RCT",
+    "meta_analysis": "Meta-analysis",
+    "systematic_review": "Systematic review",
+    "non_randomized_trial": "Non-randomized trial",
+    "favours_intervention": "favours the intervention",
+    "favours_control": "favours the control",
+    "no_difference": "no difference",
+    "temporomandibular_disorder": "Temporomandibular disorder",
+    "post_stroke_spasticity": "Post-stroke spasticity",
+    "tendinopathy_other": "Other tendinopathy",
+    "osteoarthritis_other": "Other osteoarthritis",
+    "other_active": "Other active treatment",
+    "exercise_physio": "Exercise or physiotherapy",
+    "usual_care_waitlist": "Usual care or waiting list",
+    "corticosteroid": "Corticosteroid injection",
+    UNSPECIFIED: "Condition not tagged",
+}
+
+
+def label(value: str | None) -> str:
+    """A reader's label for a tag value ("low_back_pain" → "Low back pain")."""
+    if value is None:
+        return "no conclusion extracted"
+    if value in _LABELS:
+        return _LABELS[value]
+    text = value.replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
+# ------------------------------------------------------------------------------ studies
+
+
+@dataclass(frozen=True, slots=True)
+class Study:
+    """One study as the synthesis sees it: bibliographic facts plus its effective tags."""
+
+    id: int
+    pmid: str | None
+    doi: str | None
+    title: str
+    year: int | None
+    journal: str | None
+    retracted: bool
+    design: str | None = None
+    interventions: tuple[str, ...] = ()
+    conditions: tuple[str, ...] = ()
+    comparators: tuple[str, ...] = ()
+    population: str | None = None
+    sample_size: int | None = None
+    conclusion: str | None = None
+
+    @property
+    def url(self) -> str | None:
+        if self.pmid:
+            return f"https://pubmed.ncbi.nlm.nih.gov/{self.pmid}/"
+        if self.doi:
+            return f"https://doi.org/{self.doi}"
+        return None
+
+    @property
+    def is_review(self) -> bool:
+        return self.design in REVIEW_DESIGNS
+
+    @property
+    def is_trial(self) -> bool:
+        return self.design in TRIAL_DESIGNS
+
+    @property
+    def sham_controlled(self) -> bool:
+        return any(c in SHAM_COMPARATORS for c in self.comparators)
+
+    @property
+    def ref(self) -> str:
+        """Short citation for reasons: "PMID 123 (2019)"."""
+        if self.pmid or self.doi:
+            ident = f"PMID {self.pmid}" if self.pmid else f"doi:{self.doi}"
+        else:  # no identifier: a short title says which study
+            words = self.title.split()
+            ident = "“" + " ".join(words[:6]) + ("…" if len(words) > 6 else "") + "”"
+        return f"{ident} ({self.year or 'n.d.'})"
+
+
+def _summaries(db: Database) -> dict[int, dict[str, Any]]:
+    try:
+        return tagging.study_summaries(db)
+    except sqlite3.OperationalError as exc:
+        if "study_tags_effective" not in str(exc):
+            raise
+        return _summaries_from_tags(db)
+
+
+def _summaries_from_tags(db: Database) -> dict[int, dict[str, Any]]:
+    """Stand-in for :func:`tagging.study_summaries` on a database without the
+    ``study_tags_effective`` view: the same precedence (manual > nlm > rule for single-valued
+    facets; a manual unset hides a value), read from ``tags``."""
+    single = set(tagging.SINGLE_VALUED_FACETS)
+    prio = {"manual": 0, "nlm": 1, "rule": 2}
+    rows = list(db.query("SELECT study_id, facet, value, origin, negated FROM tags"))
+    hidden = {(r["study_id"], r["facet"], r["value"]) for r in rows
+              if r["origin"] == "manual" and r["negated"]}  # fmt: skip
+    manual_single = {(r["study_id"], r["facet"]) for r in rows
+                     if r["origin"] == "manual" and not r["negated"] and r["facet"] in single}  # fmt: skip
+    out: dict[int, dict[str, Any]] = {}
+    best: dict[tuple[int, str], int] = {}
+    plural = {"intervention": "interventions", "condition": "conditions",
+              "comparator": "comparators", "flag": "flags"}  # fmt: skip
+    for r in rows:
+        sid, facet, value, origin = r["study_id"], r["facet"], r["value"], r["origin"]
+        if r["negated"] or (sid, facet, value) in hidden:
+            continue
+        s = out.setdefault(sid, {"design": None, "interventions": [], "conditions": [],
+                                 "comparators": [], "flags": [], "population": None,
+                                 "sample_size": None, "conclusion": None})  # fmt: skip
+        if facet in single:
+            if origin != "manual" and (sid, facet) in manual_single:
+                continue
+            p = prio.get(origin, 9)
+            if best.get((sid, facet), 99) <= p:
+                continue
+            best[(sid, facet)] = p
+            s[facet] = int(value) if facet == "sample_size" and str(value).isdigit() else value
+        elif facet in plural and value not in s[plural[facet]]:
+            s[plural[facet]].append(value)
+    return out
+
+
+def load_studies(db: Database) -> list[Study]:
+    """Every live (not tombstoned) study with its effective tags, oldest first."""
+    if "studies" not in db.table_names():
+        return []
+    summaries = _summaries(db) if "tags" in db.table_names() else {}
+    out = []
+    for r in db.query(
+        "SELECT id, pmid, doi, title, year, journal, retracted FROM studies "
+        "WHERE coalesce(deleted, 0) = 0 ORDER BY year, id"
+    ):
+        s = summaries.get(r["id"]) or {}
+        size = s.get("sample_size")
+        out.append(
+            Study(
+                id=r["id"], pmid=r["pmid"], doi=r["doi"], title=r["title"], year=r["year"],
+                journal=r["journal"], retracted=bool(r["retracted"]),
+                design=s.get("design"),
+                interventions=tuple(sorted(s.get("interventions") or ())),
+                conditions=tuple(sorted(s.get("conditions") or ())),
+                comparators=tuple(sorted(s.get("comparators") or ())),
+                population=s.get("population"),
+                sample_size=size if isinstance(size, int) else None,
+                conclusion=s.get("conclusion"),
+            )  # fmt: skip
+        )
+    return out
+
+
+# -------------------------------------------------------------------------------- cells
+
+
+@dataclass
+class Cell:
+    """The evidence on one intervention for one condition. ``studies`` excludes retracted
+    studies (they are in ``retracted``, shown apart, counted nowhere)."""
+
+    intervention: str
+    condition: str
+    studies: list[Study] = field(default_factory=list)
+    retracted: list[Study] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{label(self.intervention)} for {label(self.condition).lower()}" if (
+            self.condition != UNSPECIFIED
+        ) else f"{label(self.intervention)}, condition not tagged"
+
+    @cached_property
+    def counts_by_design(self) -> dict[str, int]:
+        counts = Counter(s.design or "untagged" for s in self.studies)
+        return {d: counts[d] for d in DESIGN_ORDER if counts[d]}
+
+    @property
+    def n_studies(self) -> int:
+        return len(self.studies)
+
+    @cached_property
+    def reviews(self) -> list[Study]:
+        """Systematic reviews and meta-analyses, newest first."""
+        return sorted((s for s in self.studies if s.is_review),
+                      key=lambda s: (-(s.year or 0), s.id))  # fmt: skip
+
+    @cached_property
+    def trials(self) -> list[Study]:
+        """Randomized controlled trials, newest first."""
+        return sorted((s for s in self.studies if s.is_trial),
+                      key=lambda s: (-(s.year or 0), s.id))  # fmt: skip
+
+    @property
+    def randomized_participants(self) -> int:
+        return sum(s.sample_size or 0 for s in self.trials)
+
+    @property
+    def trials_without_size(self) -> int:
+        return sum(1 for s in self.trials if s.sample_size is None)
+
+    @property
+    def sham_controlled(self) -> int:
+        return sum(1 for s in self.trials if s.sham_controlled)
+
+    @property
+    def sham_share(self) -> float | None:
+        """Share of RCTs with a sham or placebo comparator; None without RCTs."""
+        return self.sham_controlled / len(self.trials) if self.trials else None
+
+    @property
+    def newest_review_year(self) -> int | None:
+        years = [s.year for s in self.reviews if s.year]
+        return max(years) if years else None
+
+    @property
+    def newer_trials(self) -> list[Study]:
+        """RCTs published in a later year than the newest review ("not yet in a review")."""
+        newest = self.newest_review_year
+        if newest is None:
+            return []
+        return [s for s in self.trials if s.year and s.year > newest]
+
+    def conclusions(self, studies: Iterable[Study]) -> Counter[str]:
+        return Counter(s.conclusion or "not stated" for s in studies)
+
+    @property
+    def verdict(self) -> Verdict:
+        return verdict_for(self)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (for JSON, tables and tests)."""
+        v = self.verdict
+        return {
+            "intervention": self.intervention,
+            "condition": self.condition,
+            "studies": self.n_studies,
+            "counts_by_design": self.counts_by_design,
+            "reviews": [_study_row(s) for s in self.reviews],
+            "trials": [_study_row(s) for s in self.trials],
+            "randomized_participants": self.randomized_participants,
+            "trials_without_size": self.trials_without_size,
+            "sham_controlled": self.sham_controlled,
+            "sham_share": self.sham_share,
+            "newest_review_year": self.newest_review_year,
+            "newer_trials": [_study_row(s) for s in self.newer_trials],
+            "retracted": [_study_row(s) for s in self.retracted],
+            "verdict": v.label,
+            "rule": v.rule_id,
+            "reasons": list(v.reasons),
+            "caveats": list(v.caveats),
+        }
+
+
+def _study_row(s: Study) -> dict[str, Any]:
+    return {
+        "pmid": s.pmid, "doi": s.doi, "year": s.year, "title": s.title, "design": s.design,
+        "sample_size": s.sample_size, "comparators": list(s.comparators),
+        "conclusion": s.conclusion, "url": s.url,
+    }  # fmt: skip
+
+
+def build_cells(studies: Sequence[Study], interventions: Sequence[str] | None = FOCUS_INTERVENTIONS) -> list[Cell]:
+    """One cell per intervention × condition with any study (retracted ones included, apart).
+
+    ``interventions=None`` takes every intervention that occurs. Cells are ordered by
+    intervention (in the order given), then by number of studies, largest first.
+    """
+    cells: dict[tuple[str, str], Cell] = {}
+    for s in studies:
+        for iv in s.interventions:
+            if interventions is not None and iv not in interventions:
+                continue
+            for cond in s.conditions or (UNSPECIFIED,):
+                cell = cells.setdefault((iv, cond), Cell(iv, cond))
+                (cell.retracted if s.retracted else cell.studies).append(s)
+    order = {iv: i for i, iv in enumerate(interventions or sorted({k[0] for k in cells}))}
+    return sorted(cells.values(), key=lambda c: (order.get(c.intervention, 99),
+                  c.condition == UNSPECIFIED, -c.n_studies, -len(c.retracted), c.condition))  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictRule:
+    """One verdict rule: the first rule (in :data:`VERDICT_RULES` order) that applies wins."""
+
+    id: str
+    label: str
+    when: str  # the rule in words, printed with every verdict
+    applies: Callable[[Cell], bool]
+
+
+def _decisive(cell: Cell, studies: Iterable[Study]) -> tuple[int, int, int]:
+    """(favouring, against, inconclusive) among studies with a stated conclusion."""
+    c = cell.conclusions(studies)
+    return (sum(c[k] for k in FAVOURING), sum(c[k] for k in AGAINST), c["inconclusive"])
+
+
+def _trials_stated(cell: Cell) -> int:
+    fav, against, inc = _decisive(cell, cell.trials)
+    return fav + against + inc
+
+
+def _reviews_fav(cell: Cell) -> int:
+    return _decisive(cell, cell.reviews)[0]
+
+
+def _reviews_against(cell: Cell) -> int:
+    return _decisive(cell, cell.reviews)[1]
+
+
+def _reviews_inconclusive(cell: Cell) -> int:
+    return _decisive(cell, cell.reviews)[2]
+
+
+def _trial_share(cell: Cell, which: int) -> float:
+    stated = _trials_stated(cell)
+    return _decisive(cell, cell.trials)[which] / stated if stated else 0.0
+
+
+# The verdict rules, in order: the first that applies gives the verdict.
+VERDICT_RULES: tuple[VerdictRule, ...] = (
+    VerdictRule(
+        "V1", "insufficient evidence",
+        "no systematic review, meta-analysis or randomized trial",
+        lambda c: not c.reviews and not c.trials,
+    ),
+    VerdictRule(
+        "V2", "mixed",
+        "reviews disagree: at least one favours the intervention and at least one does not "
+        "(no difference, favours the control, or harm)",
+        lambda c: _reviews_fav(c) > 0 and _reviews_against(c) > 0,
+    ),
+    VerdictRule(
+        "V3", "supported by reviews",
+        "at least one review concludes in favour of the intervention and none concludes against",
+        lambda c: _reviews_fav(c) > 0,
+    ),
+    VerdictRule(
+        "V4", "not supported by reviews",
+        "at least one review concludes no difference, in favour of the control, or harm, and "
+        "none concludes in favour",
+        lambda c: _reviews_against(c) > 0,
+    ),
+    VerdictRule(
+        "V5", "inconclusive",
+        "the reviews that state a conclusion call the evidence inconclusive",
+        lambda c: _reviews_inconclusive(c) > 0,
+    ),
+    VerdictRule(
+        "V6", "insufficient evidence",
+        f"no review with a stated conclusion, and fewer than {MIN_TRIALS} randomized trials with a "
+        f"stated conclusion or fewer than {MIN_PARTICIPANTS} randomized participants",
+        lambda c: _trials_stated(c) < MIN_TRIALS or c.randomized_participants < MIN_PARTICIPANTS,
+    ),
+    VerdictRule(
+        "V7", "favourable trials, no supporting review",
+        f"no review with a stated conclusion; at least {CLEAR_SHARE:.0%} of the randomized trials "
+        "with a stated conclusion favour the intervention",
+        lambda c: _trial_share(c, 0) >= CLEAR_SHARE,
+    ),
+    VerdictRule(
+        "V8", "not supported by trials",
+        f"no review with a stated conclusion; at least {CLEAR_SHARE:.0%} of the randomized trials "
+        "with a stated conclusion find no difference, favour the control, or report harm",
+        lambda c: _trial_share(c, 1) >= CLEAR_SHARE,
+    ),
+    VerdictRule(
+        "V9", "mixed",
+        "no review with a stated conclusion; the randomized trials point different ways",
+        lambda c: True,
+    ),
+)
+
+# Caveats added to any verdict whose cell meets them (they never change the label).
+CAVEAT_RULES: tuple[tuple[str, str, Callable[[Cell], bool]], ...] = (
+    ("C1", f"small evidence base: fewer than {SMALL_PARTICIPANTS} randomized participants "
+           "in total", lambda c: bool(c.trials) and c.randomized_participants < SMALL_PARTICIPANTS),
+    ("C2", "mostly not blinded: fewer than half of the randomized trials are tagged as "
+           "sham- or placebo-controlled", lambda c: bool(c.trials) and (c.sham_share or 0) < SHAM_SHARE),
+    ("C3", "some trials have no sample size extracted", lambda c: c.trials_without_size > 0),
+    ("C4", "trials published after the newest review are not in any review yet",
+     lambda c: bool(c.newer_trials)),
+    ("C5", "a study reports harm", lambda c: any(s.conclusion == "harm" for s in c.studies)),
+    ("C6", "retracted studies were left out", lambda c: bool(c.retracted)),
+    ("C7", "conclusions read automatically from abstracts; no risk-of-bias appraisal",
+     lambda c: True),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    label: str
+    rule_id: str
+    rule: str
+    reasons: tuple[str, ...]
+    caveats: tuple[str, ...]
+
+    def __str__(self) -> str:
+        lines = [f"Verdict: {self.label}  [rule {self.rule_id}: {self.rule}]"]
+        lines += [f"  - {r}" for r in self.reasons]
+        lines += [f"  ! {c}" for c in self.caveats]
+        return "\n".join(lines)
+
+
+def verdict_for(cell: Cell) -> Verdict:
+    """Apply :data:`VERDICT_RULES` in order; the reasons name the reviews and trials."""
+    rule = next(r for r in VERDICT_RULES if r.applies(cell))
+    caveats = tuple(_caveat_text(cid, text, cell) for cid, text, test in CAVEAT_RULES if test(cell))
+    return Verdict(rule.label, rule.id, rule.when, tuple(_reasons(cell)), caveats)
+
+
+def _reasons(cell: Cell) -> list[str]:
+    out = []
+    if cell.reviews:
+        items = "; ".join(f"{s.ref}: {label(s.conclusion)}" for s in cell.reviews[:6])
+        more = f"; and {len(cell.reviews) - 6} more" if len(cell.reviews) > 6 else ""
+        out.append(f"{_n(len(cell.reviews), 'review')} ({items}{more})")
+    else:
+        out.append("no systematic review or meta-analysis")
+    if cell.trials:
+        fav, against, inc = _decisive(cell, cell.trials)
+        unstated = len(cell.trials) - fav - against - inc
+        sizes = (f"{cell.randomized_participants} randomized participants"
+                 + (f" (no sample size extracted for {cell.trials_without_size} of "
+                    f"{_n(len(cell.trials), 'trial')})" if cell.trials_without_size else ""))  # fmt: skip
+        out.append(
+            f"{_n(len(cell.trials), 'randomized trial')}, {sizes}; conclusions: {fav} in favour, "
+            f"{against} no difference/against/harm, {inc} inconclusive, {unstated} not extracted"
+        )
+        unknown = sum(1 for s in cell.trials if not s.comparators)
+        out.append(f"{cell.sham_controlled} of {_n(len(cell.trials), 'trial')} sham- or placebo-controlled"
+                   + (f" (no comparator identified for {unknown})" if unknown else ""))
+    else:
+        out.append("no randomized trial")
+    others = {d: n for d, n in cell.counts_by_design.items() if d not in REVIEW_DESIGNS + TRIAL_DESIGNS}
+    if others:
+        out.append("other studies: " + ", ".join(f"{n} {label(d).lower()}" for d, n in others.items()))
+    return out
+
+
+def _caveat_text(cid: str, text: str, cell: Cell) -> str:
+    if cid == "C1":
+        return f"{text} ({cell.randomized_participants} in {_n(len(cell.trials), 'trial')})"
+    if cid == "C2":
+        return f"{text} ({cell.sham_controlled} of {len(cell.trials)})"
+    if cid == "C3":
+        return f"{text} ({cell.trials_without_size} of {len(cell.trials)})"
+    if cid == "C4":
+        refs = ", ".join(s.ref for s in cell.newer_trials)
+        return f"{_n(len(cell.newer_trials), 'trial')} after the newest review ({cell.newest_review_year}): {refs}"
+    if cid == "C6":
+        return f"{_n(len(cell.retracted), 'retracted study', 'retracted studies')} left out: " + ", ".join(
+            s.ref for s in cell.retracted
+        )
+    return text
+
+
+def _n(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def rules_text() -> str:
+    """All verdict and caveat rules in words, in the order they apply."""
+    lines = ["Verdict rules (the first that applies gives the verdict):"]
+    lines += [f"  {r.id} {r.label}: {r.when}" for r in VERDICT_RULES]
+    lines.append("Caveats (added whenever they hold; they never change the verdict):")
+    lines += [f"  {cid} {text}" for cid, text, _ in CAVEAT_RULES]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- synthesis
+
+
+@dataclass
+class Synthesis:
+    """The whole picture: every study, the cells and the database's facts."""
+
+    studies: list[Study]
+    cells: list[Cell]
+    facts: dict[str, Any]
+    interventions: tuple[str, ...] = FOCUS_INTERVENTIONS
+
+    @property
+    def retracted(self) -> list[Study]:
+        return [s for s in self.studies if s.retracted]
+
+    def cells_for(self, intervention: str) -> list[Cell]:
+        return [c for c in self.cells if c.intervention == intervention]
+
+    def studies_for(self, intervention: str | None = None, *, include_retracted: bool = False) -> list[Study]:
+        return [s for s in self.studies
+                if (include_retracted or not s.retracted)
+                and (intervention is None or intervention in s.interventions)]  # fmt: skip
+
+
+def synthesize(db: Database, interventions: Sequence[str] | None = FOCUS_INTERVENTIONS) -> Synthesis:
+    """Load every study and build the cells; works on an empty database."""
+    studies = load_studies(db)
+    cells = build_cells(studies, interventions)
+    ivs = tuple(interventions) if interventions is not None else tuple(
+        dict.fromkeys(c.intervention for c in cells))  # fmt: skip
+    return Synthesis(studies, cells, database_facts(db, studies), ivs)
+
+
+def database_facts(db: Database, studies: Sequence[Study] | None = None) -> dict[str, Any]:
+    """What the report shows at the top: harvest date, counts, years, rule-set version."""
+    studies = load_studies(db) if studies is None else studies
+    tables = set(db.table_names())
+    harvested = None
+    if "runs" in tables:
+        harvested = db.execute(
+            "SELECT max(finished) FROM runs WHERE status IN ('ok', 'partial', 'unchanged')"
+        ).fetchone()[0]
+    if harvested is None and "studies" in tables:
+        harvested = db.execute("SELECT max(last_updated) FROM studies").fetchone()[0]
+    deleted = db.execute("SELECT count(*) FROM studies WHERE deleted = 1").fetchone()[0] if (
+        "studies" in tables) else 0  # fmt: skip
+    ruleset = None
+    if "tags" in tables:
+        row = db.execute("SELECT max(ruleset_version) FROM tags").fetchone()
+        ruleset = row[0] if row else None
+    years = [s.year for s in studies if s.year]
+    live = [s for s in studies if not s.retracted]
+    return {
+        "harvested": harvested,
+        "studies": len(studies),
+        "retracted": len(studies) - len(live),
+        "deleted": deleted,
+        "untagged": sum(1 for s in studies if s.design is None and not s.interventions),
+        "first_year": min(years) if years else None,
+        "last_year": max(years) if years else None,
+        "reviews": sum(1 for s in live if s.is_review),
+        "trials": sum(1 for s in live if s.is_trial),
+        "by_intervention": {iv: sum(1 for s in live if iv in s.interventions) for iv in FOCUS_INTERVENTIONS},
+        "ruleset_version": ruleset,
+    }

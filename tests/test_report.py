@@ -1,0 +1,158 @@
+"""The notebooks and the HTML report, executed against fixture databases of real records.
+
+Each notebook runs in a real kernel (nbclient); the report is opened in headless Chromium
+(Debian's ``chromium``, driven by Playwright's Python package) and a screenshot is kept in
+``tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from click.testing import CliRunner
+
+from harvest import demo, report, store, synthesis, tagging
+from harvest.cli_report import report as report_cmd
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# figures: overview 4; each intervention 3 (per year, participants, review timeline)
+OVERVIEW_FIGURES = 4
+INTERVENTION_FIGURES = 3
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("demo") / "demo.db"
+    db = demo.build_demo(path, on_changed=tagging.tag_studies)
+    # one retraction, as the harvester flags it, so the report shows the retracted section
+    with store.write_tx(db):
+        db.execute("UPDATE studies SET retracted = 1 WHERE pmid = '17718644'")
+    db.conn.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_report(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return report.build_report(demo_db, tmp_path_factory.mktemp("reports"))
+
+
+def _outputs(nb: nbformat.NotebookNode, mime: str) -> list[str]:
+    return [o["data"][mime] for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if mime in o.get("data", {})]  # fmt: skip
+
+
+def _errors(nb: nbformat.NotebookNode) -> list[dict]:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if o.get("output_type") == "error"]  # fmt: skip
+
+
+def test_notebooks_are_stored_without_outputs() -> None:
+    paths = sorted(NOTEBOOKS.glob("*.ipynb"))
+    assert {p.name for p in paths} >= {report.OVERVIEW, report.PER_INTERVENTION}
+    for p in paths:
+        nb = nbformat.read(p, as_version=4)
+        nbformat.validate(nb)
+        for c in nb.cells:
+            if c.cell_type == "code":
+                assert c.outputs == [] and c.execution_count is None, p.name
+
+
+def test_overview_notebook_executes(demo_db: Path) -> None:
+    nb = nbformat.read(NOTEBOOKS / report.OVERVIEW, as_version=4)
+    report.execute_notebook(nb, demo_db)
+    assert not _errors(nb)
+    assert len(_outputs(nb, "image/png")) == OVERVIEW_FIGURES
+    html = "\n".join(_outputs(nb, "text/html"))
+    assert "Last harvest:" in html and "Verdict (rule)" in html
+    assert "<table>" in html and "V1 insufficient evidence" in html  # overview table, rules
+    assert "not medical advice" in html
+
+
+def test_intervention_notebook_executes_with_a_parameter(demo_db: Path) -> None:
+    nb = nbformat.read(NOTEBOOKS / report.PER_INTERVENTION, as_version=4)
+    nb.cells = report._with_parameters(nb, {"INTERVENTION": "prolotherapy"})
+    report.execute_notebook(nb, demo_db)
+    assert not _errors(nb)
+    assert len(_outputs(nb, "image/png")) == INTERVENTION_FIGURES
+    html = "\n".join(_outputs(nb, "text/html"))
+    assert "<h2>Prolotherapy</h2>" in html
+    assert "Systematic reviews and meta-analyses" in html or "Randomized trials" in html
+    assert "https://pubmed.ncbi.nlm.nih.gov/" in html  # key studies link to PubMed
+
+
+def test_report_is_self_contained_with_facts_at_the_top(demo_report: Path) -> None:
+    assert demo_report.name == "does_it_work-demo.html"
+    html = demo_report.read_text("utf-8")
+    imgs = re.findall(r"<img\b[^>]*>", html)
+    n_figures = OVERVIEW_FIGURES + INTERVENTION_FIGURES * len(synthesis.FOCUS_INTERVENTIONS)
+    assert len(imgs) == n_figures
+    assert all('src="data:image/png;base64,' in i for i in imgs)
+    assert not re.search(r"<(script|link|img)\b[^>]*(src|href)=[\"']?https?:", html)
+    body = html[html.index("<body"):]
+    first = body.index("Last harvest:")
+    assert first < body.index("Evidence map") and "Studies:</b> 52" in body
+    assert "not medical advice" in body
+    assert "PMID 17718644" in body[body.index("Retracted studies"):]  # listed apart
+    assert "Traceback" not in html
+
+
+def test_report_in_headless_chromium(demo_report: Path) -> None:
+    pw = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium not installed (apt-get install -y chromium)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--no-sandbox", "--disable-gpu"])  # fmt: skip
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(demo_report.as_uri(), wait_until="load")
+            images = page.evaluate(
+                "Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
+            )
+            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+            heading = page.inner_text("h1")
+        finally:
+            browser.close()
+    assert len(images) == OVERVIEW_FIGURES + INTERVENTION_FIGURES * 3
+    assert all(ok and w > 200 and h > 100 for ok, w, h in images), images
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+    assert "Does it work?" in heading
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+def test_cli_report_on_an_empty_database(tmp_path: Path) -> None:
+    db_path = tmp_path / "empty.db"
+    store.open_db(db_path).conn.close()
+    result = CliRunner().invoke(report_cmd, ["--db", str(db_path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out" / "does_it_work-empty.html"
+    assert f"Report written to {out}" in result.output
+    html = out.read_text("utf-8")
+    assert "Studies:</b> 0" in html and "No tagged studies of these interventions yet." in html
+    assert len(re.findall(r"<img\b", html)) == OVERVIEW_FIGURES + INTERVENTION_FIGURES * 3
+
+
+def test_default_folder_is_reports_beside_the_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(report, "execute_notebook", lambda nb, db, **kw: calls.append(db) or nb)
+    db_path = tmp_path / "db" / "evidence.db"
+    store.open_db(db_path).conn.close()
+    out = report.build_report(db_path)
+    assert out == tmp_path / "db" / "reports" / "does_it_work-evidence.html" and out.exists()
+    assert calls == [db_path]
+
+
+def test_missing_database_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(report.ReportError, match="no such database"):
+        report.build_report(tmp_path / "nope.db", tmp_path)
+    result = CliRunner().invoke(report_cmd, ["--db", str(tmp_path / "nope.db")])
+    assert result.exit_code == 1 and "no such database" in result.output

@@ -1,0 +1,276 @@
+"""The evidence synthesis on fixture databases built from real records.
+
+The fixtures are the bundled demo sample (52 real on-topic records). For the verdict rules the
+records are loaded untagged and then curated with manual tags (as a researcher would with
+``harvest tag``), so each scenario is exact whatever the automatic rule set says; the tagged
+demo database checks the synthesis end to end on automatic tags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harvest import charts, demo, store, synthesis, tagging
+from harvest.synthesis import VERDICT_RULES
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+IV, COND = "dry_needling", "whiplash"
+
+# Real PMIDs of the sample, by publication year.
+P1994, P2002, P2004, P2007, P2009 = "8043247", "12237186", "14699269", "17718644", "19028733"
+P2013, P2016, P2017, P2020, P2021, P2024 = "23690322", "28163732", "28248690", "32488238", "34579747", "38705988"
+
+
+def curated(tmp_path: Path, studies: list[tuple], *, name: str = "curated.db"):
+    """The sample, untagged, plus manual tags: (pmid, design, conclusion, size, comparators)."""
+    db = demo.build_demo(tmp_path / name)
+    for pmid, design, conclusion, size, comparators in studies:
+        tagging.set_manual(db, pmid, "intervention", IV)
+        tagging.set_manual(db, pmid, "condition", COND)
+        tagging.set_manual(db, pmid, "design", design)
+        if conclusion:
+            tagging.set_manual(db, pmid, "conclusion", conclusion)
+        if size is not None:
+            tagging.set_manual(db, pmid, "sample_size", str(size))
+        for comp in comparators:
+            tagging.set_manual(db, pmid, "comparator", comp)
+    return db
+
+
+def the_cell(db) -> synthesis.Cell:
+    cells = [c for c in synthesis.synthesize(db).cells if (c.intervention, c.condition) == (IV, COND)]
+    assert len(cells) == 1
+    return cells[0]
+
+
+def rct(pmid: str, conclusion: str | None = "favours_intervention", size: int | None = 60,
+        comparators: tuple[str, ...] = ()) -> tuple:  # fmt: skip
+    return (pmid, "rct", conclusion, size, comparators)
+
+
+def review(pmid: str, conclusion: str | None, design: str = "systematic_review") -> tuple:
+    return (pmid, design, conclusion, None, ())
+
+
+# ------------------------------------------------------------------- empty and single
+
+
+def test_empty_database(tmp_path: Path) -> None:
+    db = store.open_db(tmp_path / "empty.db")
+    synth = synthesis.synthesize(db)
+    assert synth.cells == [] and synth.studies == []
+    assert synth.facts["studies"] == 0 and synth.facts["harvested"] is None
+    assert synth.facts["first_year"] is None
+    for fig in (charts.evidence_map(synth), charts.studies_per_year(synth.studies),
+                charts.participants_by_condition(synth.cells), charts.review_timeline(synth.cells)):
+        assert fig.axes and fig.axes[0].get_title(loc="left")
+
+
+def test_single_study_database(tmp_path: Path) -> None:
+    rec = next(r for r in demo.sample_records() if r.get("pmid") == P2002)
+    db = store.open_db(tmp_path / "one.db")
+    with store.write_tx(db):
+        store.save_studies(db, [demo.record_to_study(rec)], run_id=None, how="test")
+    tagging.tag_studies(db)
+    synth = synthesis.synthesize(db)
+    assert synth.facts["studies"] == 1
+    assert len(synth.studies) == 1
+    for cell in synth.cells:
+        assert cell.n_studies == 1
+        assert str(cell.verdict).startswith("Verdict: ")
+
+
+# --------------------------------------------------------------------------- counts
+
+
+def test_counts_participants_and_sham_share(tmp_path: Path) -> None:
+    db = curated(tmp_path, [
+        review(P2009, "favours_intervention", "meta_analysis"),
+        rct(P2013, size=40, comparators=("sham_needling",)),
+        rct(P2016, size=60, comparators=("exercise_physio",)),
+        rct(P2020, size=None, comparators=("placebo_injection",)),
+        rct(P2024, size=25),
+        ("36920827", "case_report", None, None, ()),
+    ])  # fmt: skip
+    cell = the_cell(db)
+    assert cell.counts_by_design == {"meta_analysis": 1, "rct": 4, "case_report": 1}
+    assert cell.n_studies == 6
+    assert cell.randomized_participants == 125
+    assert cell.trials_without_size == 1
+    assert cell.sham_controlled == 2 and cell.sham_share == 0.5
+    assert [s.pmid for s in cell.reviews] == [P2009]
+    assert [s.pmid for s in cell.trials] == [P2024, P2020, P2016, P2013]  # newest first
+    # reviews with year + conclusion, trials with size, comparator, conclusion
+    row = cell.as_dict()
+    assert row["reviews"][0]["year"] == 2009 and row["reviews"][0]["conclusion"] == "favours_intervention"
+    assert {t["pmid"]: t["sample_size"] for t in row["trials"]}[P2013] == 40
+    assert {t["pmid"]: t["comparators"] for t in row["trials"]}[P2020] == ["placebo_injection"]
+    assert row["trials"][0]["url"] == f"https://pubmed.ncbi.nlm.nih.gov/{P2024}/"
+
+
+def test_newer_trials_than_the_newest_review(tmp_path: Path) -> None:
+    db = curated(tmp_path, [review(P2007, "inconclusive"), review(P2016, "inconclusive"),
+                            rct(P2013), rct(P2020), rct(P2024)])  # fmt: skip
+    cell = the_cell(db)
+    assert cell.newest_review_year == 2016
+    assert [s.pmid for s in cell.newer_trials] == [P2024, P2020]
+    assert any("2 trials after the newest review (2016)" in c for c in cell.verdict.caveats)
+
+
+def test_retracted_studies_are_listed_apart_and_never_counted(tmp_path: Path) -> None:
+    db = curated(tmp_path, [review(P2009, "favours_intervention"), rct(P2013, size=100),
+                            rct(P2020, size=80)])  # fmt: skip
+    before = the_cell(db)
+    assert before.verdict.label == "supported by reviews"
+    with store.write_tx(db):  # what the harvester does on a "Retracted Publication" type
+        db.execute("UPDATE studies SET retracted = 1 WHERE pmid IN (?, ?)", [P2009, P2020])
+    synth = synthesis.synthesize(db)
+    cell = the_cell(db)
+    assert [s.pmid for s in cell.retracted] == [P2009, P2020] or {s.pmid for s in cell.retracted} == {P2009, P2020}
+    assert cell.n_studies == 1 and cell.reviews == [] and cell.randomized_participants == 100
+    assert cell.counts_by_design == {"rct": 1}
+    assert cell.verdict.label == "insufficient evidence"  # the retracted review no longer counts
+    assert any("retracted" in c and P2009 in c for c in cell.verdict.caveats)
+    assert synth.facts["retracted"] == 2
+    assert {s.pmid for s in synth.retracted} == {P2009, P2020}
+    assert all(not s.retracted for s in synth.studies_for(IV))
+
+
+def test_tombstoned_studies_are_ignored(tmp_path: Path) -> None:
+    db = curated(tmp_path, [rct(P2013), rct(P2020)])
+    with store.write_tx(db):
+        db.execute("UPDATE studies SET deleted = 1 WHERE pmid = ?", [P2020])
+    assert [s.pmid for s in the_cell(db).trials] == [P2013]
+
+
+# ------------------------------------------------------------------ each verdict rule
+
+SCENARIOS = {
+    "V1": [("36920827", "case_report", None, None, ()), ("37440745", "observational", None, None, ())],
+    "V2": [review(P2009, "favours_intervention"), review(P2017, "no_difference"), rct(P2020)],
+    "V3": [review(P2009, "favours_intervention", "meta_analysis"), review(P2017, "inconclusive"),
+           rct(P2013, size=30), rct(P2020, "no_difference", size=40)],
+    "V4": [review(P2017, "no_difference"), rct(P2013, size=200)],
+    "V5": [review(P2017, "inconclusive"), review(P2021, None), rct(P2013)],
+    "V6": [review(P2017, None), rct(P2013, size=30), rct(P2020, size=30)],
+    "V7": [rct(P2004), rct(P2013), rct(P2020, "inconclusive"), rct(P2024)],
+    "V8": [rct(P2004, "no_difference"), rct(P2013, "favours_control"), rct(P2020, "harm")],
+    "V9": [rct(P2004), rct(P2013), rct(P2020, "no_difference"), rct(P2024, "no_difference")],
+}  # fmt: skip
+
+
+def test_every_rule_has_a_scenario() -> None:
+    assert [r.id for r in VERDICT_RULES] == list(SCENARIOS)
+
+
+@pytest.mark.parametrize("rule_id", list(SCENARIOS))
+def test_verdict_rule(tmp_path: Path, rule_id: str) -> None:
+    cell = the_cell(curated(tmp_path, SCENARIOS[rule_id]))
+    v = cell.verdict
+    rule = next(r for r in VERDICT_RULES if r.id == rule_id)
+    assert (v.rule_id, v.label) == (rule.id, rule.label)
+    text = str(v)
+    assert f"rule {rule_id}: {rule.when}" in text  # printed with the rule in words
+    assert v.reasons and v.caveats  # always reasons, always the automated-reading caveat
+    assert any("no risk-of-bias appraisal" in c for c in v.caveats)
+    if cell.reviews:  # the reasons name the reviews
+        assert all(s.pmid in text for s in cell.reviews)
+
+
+def test_verdict_reasons_say_when_evidence_is_small_or_unblinded(tmp_path: Path) -> None:
+    v = the_cell(curated(tmp_path, SCENARIOS["V3"])).verdict
+    assert v.label == "supported by reviews"
+    assert any(c.startswith("small evidence base") and "(70 in 2 trials)" in c for c in v.caveats)
+    assert any(c.startswith("mostly not blinded") for c in v.caveats)
+    assert any("2 randomized trials, 70 randomized participants" in r for r in v.reasons)
+
+
+def test_sham_controlled_trials_lift_the_unblinded_caveat(tmp_path: Path) -> None:
+    v = the_cell(curated(tmp_path, [rct(P2013, comparators=("sham_needling",)),
+                                    rct(P2020, comparators=("placebo_injection",))])).verdict  # fmt: skip
+    assert not any(c.startswith("mostly not blinded") for c in v.caveats)
+    assert any(r.startswith("2 of 2 trials sham- or placebo-controlled") for r in v.reasons)
+
+
+def test_harm_is_always_mentioned(tmp_path: Path) -> None:
+    v = the_cell(curated(tmp_path, SCENARIOS["V8"])).verdict
+    assert "a study reports harm" in v.caveats
+
+
+def test_rules_are_written_in_one_place_and_never_read_as_advice() -> None:
+    text = synthesis.rules_text()
+    for r in VERDICT_RULES:
+        assert f"{r.id} {r.label}: {r.when}" in text
+    assert "not medical advice" in synthesis.DISCLAIMER
+    labels = {r.label for r in VERDICT_RULES}
+    assert not any(w in lbl for lbl in labels for w in ("works", "effective", "recommended", "proven"))
+
+
+def test_manual_precedence_without_the_effective_view(tmp_path: Path) -> None:
+    db = demo.build_demo(tmp_path / "tagged.db", on_changed=tagging.tag_studies)
+    pmid = P2013
+    tagging.set_manual(db, pmid, "design", "rct")
+    tagging.set_manual(db, pmid, "sample_size", "77")
+    tagging.unset_manual(db, pmid, "intervention", "prolotherapy")
+    sid = db.execute("SELECT id FROM studies WHERE pmid = ?", [pmid]).fetchone()[0]
+    s = synthesis._summaries_from_tags(db)[sid]
+    assert s["design"] == "rct" and s["sample_size"] == 77
+    assert "prolotherapy" not in s["interventions"]
+    if "study_tags_effective" in db.view_names():  # the tagging module's own answer agrees
+        t = tagging.study_summary(db, sid)
+        assert (t["design"], t["sample_size"], t["interventions"]) == (
+            s["design"], s["sample_size"], sorted(s["interventions"]))
+
+
+# ------------------------------------------------------------------- real databases
+
+
+def test_demo_database_end_to_end(tmp_path: Path) -> None:
+    db = demo.build_demo(tmp_path / "demo.db", on_changed=tagging.tag_studies)
+    synth = synthesis.synthesize(db)
+    assert synth.facts["studies"] == 52 and synth.facts["harvested"]
+    assert synth.cells, "the demo sample has tagged IMS, dry needling and prolotherapy studies"
+    assert {c.intervention for c in synth.cells} <= set(synthesis.FOCUS_INTERVENTIONS)
+    for c in synth.cells:
+        assert sum(c.counts_by_design.values()) == c.n_studies
+        assert c.randomized_participants >= 0 and 0 <= c.trials_without_size <= len(c.trials)
+        assert c.verdict.label in {r.label for r in VERDICT_RULES}
+        assert all(not s.retracted for s in c.studies)
+    # every study of a focus intervention is in a cell (untagged conditions in "unspecified")
+    in_cells = {s.id for c in synth.cells for s in c.studies}
+    assert in_cells == {s.id for s in synth.studies
+                        if set(s.interventions) & set(synthesis.FOCUS_INTERVENTIONS)}  # fmt: skip
+
+
+def test_pubmed_xml_import(tmp_path: Path, shared_data: Path) -> None:
+    from harvest import ingest
+
+    db = store.open_db(tmp_path / "xml.db")
+    for f in sorted((shared_data / "eutils" / "biopython").glob("pubmed*.xml")):
+        ingest.import_file(db, f, on_changed=tagging.tag_studies)
+    synth = synthesis.synthesize(db)
+    assert synth.facts["studies"] == db["studies"].count > 0
+    assert synth.facts["first_year"] is not None
+    for c in synth.cells:
+        assert sum(c.counts_by_design.values()) == c.n_studies
+
+
+def test_charts_render_as_png(tmp_path: Path) -> None:
+    db = curated(tmp_path, SCENARIOS["V3"] + [rct(P2024, size=50)])
+    tagging.tag_studies(db)  # automatic tags too: several interventions and conditions
+    synth = synthesis.synthesize(db)
+    ARTIFACTS.mkdir(exist_ok=True)
+    figs = {
+        "evidence_map": charts.evidence_map(synth),
+        "studies_per_year": charts.studies_per_year(synth.studies),
+        "participants_by_condition": charts.participants_by_condition(synth.cells),
+        "review_timeline": charts.review_timeline(synth.cells),
+    }
+    for name, fig in figs.items():
+        ax = fig.axes[0]
+        assert ax.get_title(loc="left") and ax.get_xlabel(), name
+        out = ARTIFACTS / f"chart_{name}.png"
+        fig.savefig(out)
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
