@@ -13,7 +13,6 @@ import click
 
 from harvest import __version__, demo, export, ingest, status, tagging
 from harvest.config import ConfigError, Settings, load_settings
-from harvest.cli_report import report as report_command
 from harvest.lock import AlreadyRunning, harvest_lock
 from harvest.store import StoreError, open_db
 
@@ -319,4 +318,27 @@ def export_(settings: Settings, fmt: str, output: Any, live_only: bool) -> None:
         output.write(line)
 
 
-cli.add_command(report_command)
+
+@cli.command(name="report")
+@common_options
+@click.option(
+    "-o", "--out", "out_dir", type=click.Path(file_okay=False),
+    help="Folder for the HTML report (default: reports/ beside the database, e.g. db/reports/).",
+)  # fmt: skip
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something failed.")
+def report_(settings: Settings, out_dir: str | None, quiet: bool) -> None:
+    """Execute the notebooks against the database and write a self-contained HTML report.
+
+    \b
+    The report answers "does it work?" per intervention and condition from the tagged
+    studies: designs, participants, review and trial conclusions, verdicts with reasons.
+    It is an automated map of the literature, not medical advice.
+    """
+    from harvest.report import ReportError, build_report
+
+    try:
+        path = build_report(settings.db_path, out_dir)
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not quiet:
+        click.echo(f"Report written to {path}")

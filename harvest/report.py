@@ -8,7 +8,7 @@ names the database, and converts it with nbconvert (code hidden). The notebooks 
 they call :mod:`harvest.synthesis`, :mod:`harvest.charts` and the display helpers below,
 and open in Jupyter against any database (``HARVEST_DB``).
 
-Nothing here prints; the CLI (``harvest/cli_report.py``) does.
+Nothing here prints; the CLI (``harvest report`` in ``harvest/cli.py``) does.
 """
 
 from __future__ import annotations

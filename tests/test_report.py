@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from harvest import demo, report, store, synthesis, tagging
-from harvest.cli_report import report as report_cmd
+from harvest.cli import cli
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -132,7 +132,7 @@ def test_report_in_headless_chromium(demo_report: Path) -> None:
 def test_cli_report_on_an_empty_database(tmp_path: Path) -> None:
     db_path = tmp_path / "empty.db"
     store.open_db(db_path).conn.close()
-    result = CliRunner().invoke(report_cmd, ["--db", str(db_path), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(cli, ["report", "--db", str(db_path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     out = tmp_path / "out" / "does_it_work-empty.html"
     assert f"Report written to {out}" in result.output
@@ -154,5 +154,5 @@ def test_default_folder_is_reports_beside_the_database(tmp_path: Path, monkeypat
 def test_missing_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(report.ReportError, match="no such database"):
         report.build_report(tmp_path / "nope.db", tmp_path)
-    result = CliRunner().invoke(report_cmd, ["--db", str(tmp_path / "nope.db")])
+    result = CliRunner().invoke(cli, ["report", "--db", str(tmp_path / "nope.db")])
     assert result.exit_code == 1 and "no such database" in result.output
