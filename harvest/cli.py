@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -11,48 +10,17 @@ from typing import Any
 
 import click
 
-from harvest import __version__, demo, export, ingest, status, tagging
-from harvest.config import ConfigError, Settings, load_settings
+from harvest import __version__, demo, ingest, status, tagging
+from harvest.cli_common import common_options, open_or_fail
+from harvest.cli_workbench import export_cmd, list_group, serve_cmd
+from harvest.config import ConfigError, Settings
 from harvest.lock import AlreadyRunning, harvest_lock
-from harvest.store import StoreError, open_db
+from harvest.store import StoreError
 
 # A distinct exit status for "another run holds the lock", so cron wrappers can tell it
 # from a failure (75 is EX_TEMPFAIL in sysexits.h: try again later).
 EXIT_LOCKED = 75
 EXIT_SOURCE_FAILED = 1
-
-
-def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--db`` and ``--config`` for every command that opens the database."""
-
-    @click.option(
-        "--db",
-        "db_path",
-        type=click.Path(dir_okay=False),
-        help="SQLite database (default: $HARVEST_DB, else [database] path, else db/evidence.db).",
-    )
-    @click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False),
-        help="harvest.toml to use (default: $HARVEST_CONFIG, ./harvest.toml, else built-in).",
-    )
-    @functools.wraps(func)
-    def wrapper(*args: Any, db_path: str | None, config_path: str | None, **kwargs: Any) -> Any:
-        try:
-            settings = load_settings(config_path, db=db_path)
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from exc
-        return func(*args, settings=settings, **kwargs)
-
-    return wrapper
-
-
-def _open(settings: Settings, *, create: bool = True):  # noqa: ANN202
-    try:
-        return open_db(settings.db_path, create=create)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 @click.group()
@@ -88,7 +56,7 @@ def run(
     topics, run_feeds, feed_names = _select_sources(settings, sources)
     try:
         with harvest_lock(settings.db_path):
-            db = _open(settings)
+            db = open_or_fail(settings)
             client = _eutils_client(settings) if topics else None
             failed = _run_pubmed(db, client, settings, topics, full, reconcile, quiet)
             if run_feeds:
@@ -243,7 +211,7 @@ def import_(settings: Settings, files: tuple[str, ...], force: bool) -> None:
     the exit status is 1 if any file failed. A file already imported completely (same
     SHA-1) is skipped unless --force.
     """
-    db = _open(settings)
+    db = open_or_fail(settings)
     failed = False
     for path in files:
         result = ingest.import_file(db, path, force=force, on_changed=tagging.tag_studies)
@@ -261,7 +229,7 @@ def import_(settings: Settings, files: tuple[str, ...], force: bool) -> None:
 @common_options
 def status_(settings: Settings) -> None:
     """Show each source: last success, last run's counts, last error, warnings."""
-    db = _open(settings, create=False)
+    db = open_or_fail(settings, create=False)
     rows = status.source_status(db, now=datetime.now(UTC))
     if not rows:
         click.echo(f"{settings.db_path}: no sources harvested yet (run `harvest run`)")
@@ -302,23 +270,6 @@ def demo_(db_path: str) -> None:
     click.echo(f"Explore it: harvest status --db {db_path}; harvest export --db {db_path}")
 
 
-@cli.command(name="export")
-@common_options
-@click.option(
-    "--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True,
-    help="Output format.",
-)  # fmt: skip
-@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-",
-              help="Write here instead of standard output.")  # fmt: skip
-@click.option("--live-only", is_flag=True, help="Leave out deleted (tombstoned) studies.")
-def export_(settings: Settings, fmt: str, output: Any, live_only: bool) -> None:
-    """Export studies, one JSON object per line."""
-    db = _open(settings, create=False)
-    for line in export.to_jsonl(export.iter_studies(db, include_deleted=not live_only)):
-        output.write(line)
-
-
-
 @cli.command(name="report")
 @common_options
 @click.option(
@@ -342,3 +293,9 @@ def report_(settings: Settings, out_dir: str | None, quiet: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     if not quiet:
         click.echo(f"Report written to {path}")
+
+
+# The workbench commands (export, list, serve) live in their own module.
+cli.add_command(export_cmd)
+cli.add_command(list_group)
+cli.add_command(serve_cmd)

@@ -1,10 +1,26 @@
-"""Exports of the evidence base. JSONL here; the workbench issue adds RIS, BibTeX, CSL-JSON."""
+"""Exports of the evidence base: one module behind ``harvest export`` and Datasette's renderers.
+
+:func:`select_study_ids` picks studies (tag filters, a date, an FTS query, a reading list,
+read-only SQL), :func:`load_records` turns ids into records carrying their effective tags,
+and :func:`render` writes them as JSONL, CSV, RIS (rispy), BibTeX (bibtexparser 2),
+CSL-JSON, a formatted bibliography (citeproc-py with the bundled Vancouver and APA styles,
+as Markdown or HTML) or an Atom alert feed with stable entry ids. Our tags travel in each
+format's keyword and note fields so they survive a trip through a reference manager.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from collections.abc import Iterator
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
 
 from sqlite_utils import Database
 
@@ -16,23 +32,584 @@ FROM sightings s JOIN runs r ON r.id = s.run_id
 GROUP BY s.study_id
 """
 
+# Tag facets carried as keywords, in this order; single-valued ones go in the note too.
+TAG_FACETS = ("design", "interventions", "conditions", "comparators", "population", "flags")
+KEYWORD_PREFIX = {
+    "design": "design",
+    "interventions": "intervention",
+    "conditions": "condition",
+    "comparators": "comparator",
+    "population": "population",
+    "flags": "flag",
+}
+STYLES = ("vancouver", "apa")
+# Atom entry ids: stable across runs and revisions, so a feed reader shows a study once.
+ATOM_ID_PREFIX = "tag:doesitwork,2026:"
+
+
+class ExportError(Exception):
+    """A filter or query that cannot be run (an FTS syntax error, a writing --sql, ...)."""
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    extension: str
+    content_type: str
+
+
+FORMATS: dict[str, Format] = {
+    "jsonl": Format("jsonl", "jsonl", "application/x-ndjson; charset=utf-8"),
+    "csv": Format("csv", "csv", "text/csv; charset=utf-8"),
+    "ris": Format("ris", "ris", "application/x-research-info-systems; charset=utf-8"),
+    "bibtex": Format("bibtex", "bib", "application/x-bibtex; charset=utf-8"),
+    "csljson": Format("csljson", "csljson", "application/vnd.citationstyles.csl+json; charset=utf-8"),
+    "markdown": Format("markdown", "md", "text/markdown; charset=utf-8"),
+    "html": Format("html", "html", "text/html; charset=utf-8"),
+    "atom": Format("atom", "atom", "application/atom+xml; charset=utf-8"),
+}
+
+
+# --- the JSONL export (kept as it was: the CLI and notebooks use it) ------------------------
+
 
 def iter_studies(db: Database, *, include_deleted: bool = True) -> Iterator[dict[str, Any]]:
     """One dict per study, lists decoded, with the names of the sources that saw it."""
     sources = {r["study_id"]: r["sources"].split(",") for r in db.query(_SOURCES_SQL)}
     where = "" if include_deleted else "WHERE deleted = 0"
     for row in db.query(f"SELECT * FROM studies {where} ORDER BY id"):
-        out = dict(row)
-        for col in _JSON_COLUMNS:
-            out[col] = json.loads(out[col]) if out[col] else []
-        out["retracted"] = bool(out["retracted"])
-        out["deleted"] = bool(out["deleted"])
-        out["sources"] = sorted(sources.get(row["id"], []))
-        for col in ("content_hash", "mesh_text", "keywords_text", "missing_count"):
-            out.pop(col, None)
-        yield out
+        yield _decode(row, sources.get(row["id"], []))
 
 
-def to_jsonl(studies: Iterator[dict[str, Any]]) -> Iterator[str]:
+def _decode(row: dict[str, Any], sources: Iterable[str]) -> dict[str, Any]:
+    out = dict(row)
+    for col in _JSON_COLUMNS:
+        out[col] = json.loads(out[col]) if out.get(col) else []
+    out["retracted"] = bool(out["retracted"])
+    out["deleted"] = bool(out["deleted"])
+    out["sources"] = sorted(sources)
+    for col in ("content_hash", "mesh_text", "keywords_text", "missing_count"):
+        out.pop(col, None)
+    return out
+
+
+def to_jsonl(studies: Iterable[dict[str, Any]]) -> Iterator[str]:
     for study in studies:
         yield json.dumps(study, ensure_ascii=False) + "\n"
+
+
+# --- choosing studies --------------------------------------------------------------------
+
+
+def select_study_ids(
+    db: Database,
+    *,
+    interventions: Sequence[str] = (),
+    conditions: Sequence[str] = (),
+    designs: Sequence[str] = (),
+    since: str | None = None,
+    search: str | None = None,
+    list_name: str | None = None,
+    sql: str | None = None,
+    include_deleted: bool = False,
+) -> list[int]:
+    """Ids of the studies matching every given filter, newest first (a list keeps its order).
+
+    Several values of one tag filter are alternatives (OR); different filters combine with
+    AND. ``since`` compares with the date a study was first stored (ISO date or timestamp).
+    ``search`` is an FTS5 query (AND/OR/NEAR, "phrases"). ``sql`` runs read-only and must
+    return a ``study_id``, ``id`` or ``pmid`` column.
+    """
+    where: list[str] = [] if include_deleted else ["s.deleted = 0"]
+    args: list[Any] = []
+    for facet, values in (("intervention", interventions), ("condition", conditions),
+                          ("design", designs)):  # fmt: skip
+        if values:
+            marks = ",".join("?" * len(values))
+            where.append(
+                "s.id IN (SELECT study_id FROM study_tags_effective "
+                f"WHERE facet = ? AND value IN ({marks}))"
+            )
+            args += [facet, *values]
+    if since:
+        where.append("s.first_seen >= ?")
+        args.append(_since(since))
+    if search:
+        where.append("s.id IN (SELECT rowid FROM studies_fts WHERE studies_fts MATCH ?)")
+        args.append(search)
+    order = "s.year DESC, s.pub_date DESC, s.id DESC"
+    join = ""
+    if list_name is not None:
+        from harvest.reading_lists import get_list  # a list lives in the same database
+
+        lst = get_list(db, list_name)
+        join = "JOIN reading_list_items i ON i.study_id = s.id AND i.list_id = ?"
+        args.insert(0, lst["id"])
+        order = "i.added, s.id"
+    if sql:
+        where.append(f"s.id IN ({','.join('?' * len(ids))})" if (ids := sql_study_ids(db, sql)) else "0")
+        args += ids
+    clause = "WHERE " + " AND ".join(where) if where else ""
+    query = f"SELECT s.id FROM studies s {join} {clause} ORDER BY {order}"
+    try:
+        return [r[0] for r in db.execute(query, args).fetchall()]
+    except sqlite3.OperationalError as exc:
+        if search:
+            raise ExportError(f"search {search!r} is not a valid full-text query: {exc}") from exc
+        raise
+
+
+def _since(value: str) -> str:
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ExportError(f"--since {value!r} is not an ISO date (YYYY-MM-DD)") from exc
+    return value
+
+
+def sql_study_ids(db: Database, sql: str) -> list[int]:
+    """Run a researcher's SELECT with the connection set query-only; return its study ids."""
+    if not re.match(r"\s*(select|with)\b", sql, re.I):
+        raise ExportError("--sql must be a SELECT (or WITH ... SELECT) statement")
+    conn = db.conn
+    if conn.in_transaction:
+        raise ExportError("--sql cannot run inside an open transaction")
+    conn.execute("PRAGMA query_only = ON")
+    try:
+        cur = conn.execute(sql)
+        names = [d[0].lower() for d in cur.description or ()]
+        rows = cur.fetchall()
+    except (sqlite3.Error, sqlite3.Warning) as exc:
+        raise ExportError(f"--sql failed: {exc}") from exc
+    finally:
+        conn.execute("PRAGMA query_only = OFF")
+    if "study_id" in names or "id" in names:
+        col = names.index("study_id" if "study_id" in names else "id")
+        return [int(r[col]) for r in rows if r[col] is not None]
+    if "pmid" in names:
+        col = names.index("pmid")
+        return ids_for_pmids(db, [str(r[col]) for r in rows if r[col] is not None])
+    raise ExportError("--sql must return a study_id, id or pmid column")
+
+
+def ids_for_pmids(db: Database, pmids: Sequence[str]) -> list[int]:
+    """Study ids for PMIDs, in the given order (unknown PMIDs are left out)."""
+    found: dict[str, int] = {}
+    for i in range(0, len(pmids), 500):
+        chunk = list(pmids[i : i + 500])
+        marks = ",".join("?" * len(chunk))
+        for sid, pmid in db.execute(f"SELECT id, pmid FROM studies WHERE pmid IN ({marks})", chunk):
+            found[pmid] = sid
+    return [found[p] for p in pmids if p in found]
+
+
+# --- records -----------------------------------------------------------------------------
+
+
+def load_records(db: Database, ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Full records for these study ids, in this order: the study, its sources and tags."""
+    from harvest.tagging import study_summaries
+
+    ids = list(dict.fromkeys(int(i) for i in ids))
+    rows: dict[int, dict[str, Any]] = {}
+    sources: dict[int, list[str]] = {}
+    tagged: dict[int, str] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        for r in db.query(f"SELECT * FROM studies WHERE id IN ({marks})", chunk):
+            rows[r["id"]] = r
+        for r in db.query(
+            f"SELECT DISTINCT g.study_id, r.source FROM sightings g JOIN runs r ON r.id = g.run_id "
+            f"WHERE g.study_id IN ({marks})",
+            chunk,
+        ):
+            sources.setdefault(r["study_id"], []).append(r["source"])
+        for r in db.query(
+            f"SELECT study_id, min(created) AS first_tagged FROM tags WHERE study_id IN ({marks}) "
+            "GROUP BY study_id",
+            chunk,
+        ):
+            tagged[r["study_id"]] = r["first_tagged"]
+    summaries = study_summaries(db, list(rows)) if rows else {}
+    out = []
+    for sid in ids:
+        if sid in rows:
+            rec = _decode(rows[sid], sources.get(sid, []))
+            rec["tags"] = summaries.get(sid, {})
+            rec["first_tagged"] = tagged.get(sid)
+            out.append(rec)
+    return out
+
+
+def export_records(db: Database, **filters: Any) -> list[dict[str, Any]]:
+    """:func:`select_study_ids` then :func:`load_records`."""
+    return load_records(db, select_study_ids(db, **filters))
+
+
+def tag_keywords(rec: dict[str, Any]) -> list[str]:
+    """Our tags as ``facet: value`` keywords, e.g. ``intervention: dry_needling``."""
+    tags = rec.get("tags") or {}
+    out = []
+    for key in TAG_FACETS:
+        value = tags.get(key)
+        for v in value if isinstance(value, list) else [value] if value else []:
+            out.append(f"{KEYWORD_PREFIX[key]}: {v}")
+    return out
+
+
+def tag_note(rec: dict[str, Any]) -> str:
+    """Design, sample size and conclusion in one human-readable line (RIS N1, BibTeX note)."""
+    tags = rec.get("tags") or {}
+    parts = [f"Design: {tags.get('design') or 'unknown'}"]
+    if tags.get("sample_size") is not None:
+        parts.append(f"Sample size: {tags['sample_size']}")
+    if tags.get("conclusion"):
+        parts.append(f"Conclusion: {tags['conclusion']}")
+    if tags.get("interventions"):
+        parts.append("Interventions: " + ", ".join(tags["interventions"]))
+    if tags.get("conditions"):
+        parts.append("Conditions: " + ", ".join(tags["conditions"]))
+    if rec.get("retracted"):
+        parts.append("RETRACTED")
+    return "doesitwork: " + "; ".join(parts)
+
+
+def _urls(rec: dict[str, Any]) -> list[str]:
+    urls = []
+    if rec.get("pmid"):
+        urls.append(f"https://pubmed.ncbi.nlm.nih.gov/{rec['pmid']}/")
+    if rec.get("doi"):
+        urls.append(f"https://doi.org/{rec['doi']}")
+    if rec.get("pmcid"):
+        urls.append(f"https://www.ncbi.nlm.nih.gov/pmc/articles/{rec['pmcid']}/")
+    if rec.get("url") and rec["url"] not in urls:
+        urls.append(rec["url"])
+    return urls
+
+
+def _split_author(name: str) -> dict[str, str]:
+    """PubMed's "Last Initials" into CSL's family/given; a collective name stays literal."""
+    parts = name.rsplit(" ", 1)
+    if len(parts) == 2 and parts[1].isalpha() and parts[1].isupper() and len(parts[1]) <= 4:
+        # "SR" -> "S. R." so that CSL styles initialize both (Vancouver prints "SR")
+        return {"family": parts[0], "given": " ".join(f"{c}." for c in parts[1])}
+    return {"literal": name}
+
+
+def _date_parts(rec: dict[str, Any]) -> list[int]:
+    m = re.match(r"(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?", rec.get("pub_date") or "")
+    if m:
+        return [int(g) for g in m.groups() if g]
+    return [rec["year"]] if rec.get("year") else []
+
+
+def citation_key(rec: dict[str, Any]) -> str:
+    return f"pmid{rec['pmid']}" if rec.get("pmid") else f"study{rec['id']}"
+
+
+# --- formats -----------------------------------------------------------------------------
+
+
+def to_csv(records: Iterable[dict[str, Any]]) -> str:
+    """One row per study with the tag columns a spreadsheet user filters on."""
+    buf = io.StringIO()
+    cols = ["pmid", "doi", "pmcid", "title", "authors", "journal", "year", "pub_date", "design",
+            "interventions", "conditions", "comparators", "population", "sample_size",
+            "conclusion", "flags", "retracted", "first_seen", "url"]  # fmt: skip
+    w = csv.DictWriter(buf, cols, lineterminator="\n")
+    w.writeheader()
+    for rec in records:
+        tags = rec.get("tags") or {}
+        row = {c: rec.get(c) for c in cols}
+        row["authors"] = "; ".join(rec.get("authors") or [])
+        row["url"] = (_urls(rec) or [None])[0]
+        for c in ("design", "population", "sample_size", "conclusion"):
+            row[c] = tags.get(c)
+        for c in ("interventions", "conditions", "comparators", "flags"):
+            row[c] = "; ".join(tags.get(c) or [])
+        row["retracted"] = int(bool(rec.get("retracted")))
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def to_ris_entries(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    entries = []
+    for rec in records:
+        e: dict[str, Any] = {
+            "type_of_reference": "JOUR",
+            "id": citation_key(rec),
+            "title": rec["title"],
+            "authors": list(rec.get("authors") or []),
+            "keywords": tag_keywords(rec) + list(rec.get("keywords") or []),
+            "notes": [tag_note(rec)],
+        }
+        if rec.get("journal"):
+            e["journal_name"] = rec["journal"]
+        if rec.get("year"):
+            e["year"] = str(rec["year"])
+        if rec.get("pub_date"):
+            e["date"] = rec["pub_date"].replace("-", "/")
+        if rec.get("abstract"):
+            e["abstract"] = rec["abstract"]
+        if rec.get("doi"):
+            e["doi"] = rec["doi"]
+        if rec.get("pmid"):
+            e["accession_number"] = f"PMID:{rec['pmid']}"
+        if urls := _urls(rec):
+            e["urls"] = urls
+        if rec.get("languages"):
+            e["language"] = rec["languages"][0]
+        entries.append(e)
+    return entries
+
+
+def to_ris(records: Iterable[dict[str, Any]]) -> str:
+    import rispy
+
+    class _Writer(rispy.RisWriter):
+        # rispy numbers each reference ("1."); EndNote and Zotero expect TY first.
+        def set_header(self, count: int) -> str:
+            return ""
+
+    return rispy.dumps(to_ris_entries(records), implementation=_Writer)
+
+
+_BIB_SPECIAL = re.compile(r"([\\{}%&$#_~^])")
+_BIB_REPL = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def bibtex_escape(text: str) -> str:
+    """Escape LaTeX's special characters; non-ASCII stays UTF-8 (biber and Zotero read it)."""
+    return _BIB_SPECIAL.sub(lambda m: _BIB_REPL.get(m.group(1), "\\" + m.group(1)), text)
+
+
+_BIB_UNESCAPE = re.compile(
+    r"\\textbackslash\{\}|\\textasciitilde\{\}|\\textasciicircum\{\}|\\([{}%&$#_])"
+)
+
+
+def bibtex_unescape(text: str) -> str:
+    """Undo :func:`bibtex_escape` (for reading our own exports back)."""
+    back = {r"\textbackslash{}": "\\", r"\textasciitilde{}": "~", r"\textasciicircum{}": "^"}
+    return _BIB_UNESCAPE.sub(lambda m: m.group(1) or back[m.group(0)], text)
+
+
+def _bib_name(author: str) -> str:
+    a = _split_author(author)
+    # a collective author is braced whole, so BibTeX does not split it into names
+    return f"{a['family']}, {a['given']}" if "family" in a else "{" + bibtex_escape(a["literal"]) + "}"
+
+
+def to_bibtex(records: Iterable[dict[str, Any]]) -> str:
+    import bibtexparser
+    from bibtexparser.model import Entry, Field
+
+    library = bibtexparser.Library()
+    for rec in records:
+        fields = {
+            "title": rec["title"],
+            "author": " and ".join(map(_bib_name, rec.get("authors") or [])),
+            "journal": rec.get("journal"),
+            "year": str(rec["year"]) if rec.get("year") else None,
+            "doi": rec.get("doi"),
+            "pmid": rec.get("pmid"),
+            "pmcid": rec.get("pmcid"),
+            "url": (_urls(rec) or [None])[0],
+            "abstract": rec.get("abstract"),
+            "keywords": ", ".join(tag_keywords(rec) + list(rec.get("keywords") or [])),
+            "note": tag_note(rec),
+        }
+        out = []
+        for key, value in fields.items():
+            if not value:
+                continue
+            # author names are already BibTeX syntax; url/doi are verbatim fields
+            text = value if key in ("author", "url", "doi") else bibtex_escape(value)
+            out.append(Field(key, text))  # bibtexparser adds the enclosing braces
+        library.add(Entry("article", citation_key(rec), out))
+    return bibtexparser.write_string(library)
+
+
+def to_csl_items(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CSL-JSON items (valid against the CSL-JSON schema); tags in ``note`` and ``custom``."""
+    items = []
+    for rec in records:
+        item: dict[str, Any] = {
+            "id": citation_key(rec),
+            "type": "article-journal",
+            "title": rec["title"],
+            "note": tag_note(rec),
+            "keyword": ", ".join(tag_keywords(rec) + list(rec.get("keywords") or [])),
+            "custom": {"doesitwork": {"study_id": rec["id"], "tags": rec.get("tags") or {}}},
+        }
+        if rec.get("authors"):
+            item["author"] = [_split_author(a) for a in rec["authors"]]
+        if parts := _date_parts(rec):
+            item["issued"] = {"date-parts": [parts]}
+        for key, csl in (("journal", "container-title"), ("doi", "DOI"), ("pmid", "PMID"),
+                         ("pmcid", "PMCID"), ("abstract", "abstract")):  # fmt: skip
+            if rec.get(key):
+                item[csl] = rec[key]
+        if urls := _urls(rec):
+            item["URL"] = urls[0]
+        if rec.get("languages"):
+            item["language"] = rec["languages"][0]
+        items.append(item)
+    return items
+
+
+def to_csljson(records: Iterable[dict[str, Any]]) -> str:
+    return json.dumps(to_csl_items(records), ensure_ascii=False, indent=1) + "\n"
+
+
+def style_path(style: str) -> str:
+    """The bundled CSL file of a style (``vancouver`` or ``apa``)."""
+    if style not in STYLES:
+        raise ExportError(f"unknown citation style {style!r}; choose one of {', '.join(STYLES)}")
+    return str(resources.files("harvest") / "csl" / f"{style}.csl")
+
+
+def bibliography(records: Sequence[dict[str, Any]], *, style: str = "vancouver",
+                 html: bool = False) -> list[str]:  # fmt: skip
+    """Formatted references, one string per study in the given order (citeproc-py)."""
+    import warnings
+
+    from citeproc import (Citation, CitationItem, CitationStylesBibliography,
+                          CitationStylesStyle, formatter)  # fmt: skip
+    from citeproc.source.json import CiteProcJSON
+
+    items = []
+    for item in to_csl_items(records):
+        # citeproc-py knows the CSL variables, not our extensions
+        items.append({k: v for k, v in item.items() if k not in ("custom", "keyword", "note")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # citeproc-py warns about every unsupported element
+        source = CiteProcJSON(items)
+        csl = CitationStylesStyle(style_path(style), validate=False)
+        bib = CitationStylesBibliography(csl, source, formatter.html if html else formatter.plain)
+        for item in items:
+            bib.register(Citation([CitationItem(item["id"])]))
+        # sorted styles (APA) reorder; we keep the caller's order by key
+        rendered = {str(k): str(e) for k, e in zip(bib.keys, bib.bibliography(), strict=True)}
+    return [rendered[i["id"].lower()] if i["id"].lower() in rendered else rendered[i["id"]]
+            for i in items]  # fmt: skip
+
+
+def to_markdown(records: Sequence[dict[str, Any]], *, style: str = "vancouver",
+                title: str = "Reading list") -> str:  # fmt: skip
+    """A numbered Markdown bibliography with links and our tags under each reference."""
+    lines = [f"# {title}", ""]
+    for n, (rec, ref) in enumerate(zip(records, bibliography(records, style=style), strict=True), 1):
+        ref = re.sub(r"^\d+\.\s*", "", ref.strip())  # Vancouver numbers; the list numbers too
+        lines.append(f"{n}. {_md_escape(ref)}")
+        links = " · ".join(f"[{label}]({url})" for label, url in _labelled_urls(rec))
+        if links:
+            lines.append(f"   {links}")
+        lines.append(f"   *{_md_escape(tag_note(rec).removeprefix('doesitwork: '))}*")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _md_escape(text: str) -> str:
+    return re.sub(r"([\\`*_\[\]<>|])", r"\\\1", text)
+
+
+def _labelled_urls(rec: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    if rec.get("pmid"):
+        out.append(("PubMed", f"https://pubmed.ncbi.nlm.nih.gov/{rec['pmid']}/"))
+    if rec.get("doi"):
+        out.append(("DOI", f"https://doi.org/{rec['doi']}"))
+    if rec.get("pmcid"):
+        out.append(("PMC", f"https://www.ncbi.nlm.nih.gov/pmc/articles/{rec['pmcid']}/"))
+    return out
+
+
+def to_html(records: Sequence[dict[str, Any]], *, style: str = "vancouver",
+            title: str = "Reading list") -> str:  # fmt: skip
+    """A standalone HTML page with the formatted bibliography."""
+    refs = bibliography(records, style=style, html=True)
+    items = []
+    for rec, ref in zip(records, refs, strict=True):
+        ref = re.sub(r"^\d+\.\s*", "", ref.strip())
+        links = " · ".join(f'<a href="{xml_escape(u)}">{lbl}</a>' for lbl, u in _labelled_urls(rec))
+        note = xml_escape(tag_note(rec).removeprefix("doesitwork: "))
+        items.append(f"<li>{ref}<br>{links}<br><em>{note}</em></li>")
+    body = "\n".join(items)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{xml_escape(title)}</title></head>\n<body><h1>{xml_escape(title)}</h1>\n"
+            f"<ol>\n{body}\n</ol>\n</body></html>\n")  # fmt: skip
+
+
+def atom_id(rec: dict[str, Any]) -> str:
+    """A study's Atom entry id: by PMID when it has one, else by its database id."""
+    return ATOM_ID_PREFIX + (f"pmid:{rec['pmid']}" if rec.get("pmid") else f"study:{rec['id']}")
+
+
+def to_atom(records: Sequence[dict[str, Any]], *, title: str = "doesitwork: new studies",
+            feed_id: str = ATOM_ID_PREFIX + "feed:all", link: str | None = None,
+            updated_field: str = "first_seen") -> str:  # fmt: skip
+    """An Atom feed, newest first; each entry's ``updated`` is when we first stored the study
+    (or when its tags were last written, with ``updated_field="first_tagged"``: re-tagging
+    rewrites automatic tags, so that time moves, while the entry id never does)."""
+
+    def stamp(rec: dict[str, Any]) -> str:
+        return rec.get(updated_field) or rec.get("first_seen") or rec["last_updated"]
+
+    recs = sorted(records, key=stamp, reverse=True)
+    updated = stamp(recs[0]) if recs else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        '<feed xmlns="http://www.w3.org/2005/Atom">',
+        f"<title>{xml_escape(title)}</title>",
+        f"<id>{xml_escape(feed_id)}</id>",
+        f"<updated>{updated}</updated>",
+        "<author><name>doesitwork</name></author>",
+        "<generator>doesitwork</generator>",
+    ]
+    if link:
+        out.append(f'<link rel="self" href="{xml_escape(link)}"/>')
+    for rec in recs:
+        urls = _urls(rec)
+        summary = tag_note(rec).removeprefix("doesitwork: ")
+        if rec.get("journal"):
+            summary = f"{rec['journal']} {rec.get('year') or ''}. {summary}"
+        out += [
+            "<entry>",
+            f"<id>{xml_escape(atom_id(rec))}</id>",
+            f"<title>{xml_escape(rec['title'])}</title>",
+            f"<updated>{stamp(rec)}</updated>",
+            *(f'<link href="{xml_escape(u)}"/>' for u in urls[:1]),
+            *(f"<category term={_attr(k)}/>" for k in tag_keywords(rec)),
+            f"<summary>{xml_escape(summary)}</summary>",
+            "</entry>",
+        ]
+    out.append("</feed>")
+    return "\n".join(out) + "\n"
+
+
+def _attr(value: str) -> str:
+    return '"' + xml_escape(value, {'"': "&quot;"}) + '"'
+
+
+def render(fmt: str, records: Sequence[dict[str, Any]], *, style: str = "vancouver",
+           title: str | None = None, **atom: Any) -> str:  # fmt: skip
+    """Write records in one of :data:`FORMATS`."""
+    if fmt == "jsonl":
+        return "".join(to_jsonl(records))
+    if fmt == "csv":
+        return to_csv(records)
+    if fmt == "ris":
+        return to_ris(records)
+    if fmt == "bibtex":
+        return to_bibtex(records)
+    if fmt == "csljson":
+        return to_csljson(records)
+    if fmt == "markdown":
+        return to_markdown(records, style=style, title=title or "Reading list")
+    if fmt == "html":
+        return to_html(records, style=style, title=title or "Reading list")
+    if fmt == "atom":
+        return to_atom(records, title=title or "doesitwork: new studies", **atom)
+    raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -1,0 +1,117 @@
+"""Datasette output renderers: any table, view or query whose rows carry a study id
+(an ``id`` column beside ``title``, a ``study_id`` or a ``pmid`` column) downloads as
+``.ris``, ``.bib``, ``.csljson`` or ``.atom``. The files come from ``harvest.export``, the same
+module behind ``harvest export``, so both give identical records with our tags.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from datasette import hookimpl
+from datasette.utils.asgi import Response
+from markupsafe import Markup
+from sqlite_utils import Database
+
+from harvest import export
+
+_RENDERERS = {"ris": "ris", "bib": "bibtex", "csljson": "csljson", "atom": "atom"}
+
+
+def _id_column(columns: list[str]) -> str | None:
+    if "study_id" in columns:
+        return "study_id"
+    if "id" in columns and "title" in columns:
+        return "id"
+    if "pmid" in columns:
+        return "pmid"
+    return None
+
+
+def _can_render(columns: list[str], table: str | None) -> bool:
+    if table and table not in ("studies", "studies_tagged", "study_tags_summary",
+                               "study_tags_effective", "reading_list_items", "sightings"):
+        return False  # an "id" column of runs, sources, ... is not a study id
+    return _id_column(columns) is not None
+
+
+def _make_render(fmt: str):
+    # Datasette passes only the arguments a callback names (no **kwargs)
+    async def render(datasette: Any, database: str, columns: list[str], rows: list[Any],
+                     request: Any, table: str | None, query_name: str | None) -> Response:
+        col = _id_column(columns)
+        if col is None:
+            return Response.text("these rows have no study id column (id, study_id or pmid)",
+                                 status=400)
+        keys = [row[col] for row in rows if row[col] is not None]
+        name = query_name or table or "query"
+
+        def load(conn: Any) -> str:
+            db = Database(conn)
+            ids = export.ids_for_pmids(db, [str(k) for k in keys]) if col == "pmid" else keys
+            records = export.load_records(db, ids)
+            if fmt == "atom":
+                path = request.path.rsplit(".", 1)[0]
+                return export.render("atom", records, title=f"doesitwork: {name}",
+                                     feed_id=f"{export.ATOM_ID_PREFIX}datasette:{path}",
+                                     link=str(request.url))
+            return export.render(fmt, records)
+
+        body = await datasette.get_database(database).execute_fn(load)
+        spec = export.FORMATS[fmt]
+        headers = {}
+        if fmt != "atom":
+            headers["content-disposition"] = f'attachment; filename="{name}.{spec.extension}"'
+        return Response(body, content_type=spec.content_type, headers=headers)
+
+    return render
+
+
+@hookimpl
+def register_output_renderer(datasette: Any) -> list[dict[str, Any]]:
+    return [
+        {"extension": ext, "render": _make_render(fmt), "can_render": _can_render}
+        for ext, fmt in _RENDERERS.items()
+    ]
+
+
+# Datasette 0.65 lists every column description above the table, which pushes the rows
+# off the first screen of our 25-column view: fold the list into a <details>, and keep
+# titles readable in a wide table.
+_FOLD_DESCRIPTIONS = """
+document.querySelectorAll("dl.column-descriptions").forEach(function (dl) {
+  var details = document.createElement("details");
+  details.className = "column-descriptions-folded";
+  var summary = document.createElement("summary");
+  summary.textContent = "What each column means";
+  dl.parentNode.insertBefore(details, dl);
+  details.appendChild(summary);
+  details.appendChild(dl);
+});
+var style = document.createElement("style");
+style.textContent = "td.col-title { min-width: 24em; } td.col-abstract { min-width: 40em; }";
+document.head.appendChild(style);
+"""
+
+
+@hookimpl
+def extra_body_script(template: str) -> str:
+    return _FOLD_DESCRIPTIONS if template in ("table.html", "query.html") else ""
+
+
+_ARRAY_COLUMNS = {"interventions", "conditions", "comparators", "flags", "sources"}
+
+
+@hookimpl
+def render_cell(value: Any, column: str) -> str | None:
+    """Tag lists are JSON arrays (so Datasette can facet on them); show them as plain text."""
+    if column in _ARRAY_COLUMNS and isinstance(value, str) and value.startswith("["):
+        try:
+            items = json.loads(value)
+        except ValueError:
+            return None
+        if isinstance(items, list):
+            # an empty string would fall back to Datasette's own "[]"
+            return ", ".join(str(i) for i in items) or Markup("&nbsp;")
+    return None

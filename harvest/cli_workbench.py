@@ -1,0 +1,233 @@
+"""The researchers' workbench commands: ``export``, ``list`` and ``serve`` (wiring and printing only).
+
+Registered on the ``harvest`` group in ``harvest/cli.py``. This module does not import
+``harvest.cli`` (that would be circular), so it carries its own ``--db/--config`` decorator
+with the same precedence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harvest import export, reading_lists, serve
+from harvest.cli_common import common_options, open_or_fail
+from harvest.config import Settings
+from harvest.store import StoreError
+
+
+def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The study filters shared by ``export`` and ``list create --from-query``."""
+    options = [
+        click.option("--intervention", "interventions", multiple=True,
+                     help="Tag value, e.g. dry_needling, ims, prolotherapy (repeat for OR)."),
+        click.option("--condition", "conditions", multiple=True,
+                     help="Tag value, e.g. low_back_pain (repeat for OR)."),
+        click.option("--design", "designs", multiple=True,
+                     help="Tag value, e.g. rct, systematic_review (repeat for OR)."),
+        click.option("--since", help="Only studies first stored on or after this date (YYYY-MM-DD)."),
+        click.option("--search", help='Full-text query (FTS5: AND, OR, NOT, NEAR, "phrase").'),
+        click.option("--sql", help="Read-only SELECT returning a study_id, id or pmid column."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+_FILTER_KEYS = ("interventions", "conditions", "designs", "since", "search", "sql")
+
+
+def _filters(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: kwargs[k] for k in _FILTER_KEYS if kwargs.get(k)}
+
+
+@click.command(name="export")
+@common_options
+@click.option("--format", "fmt", type=click.Choice(sorted(export.FORMATS)), default="jsonl",
+              show_default=True,
+              help="Output format (markdown/html: a formatted bibliography).")  # fmt: skip
+@filter_options
+@click.option("--list", "list_name", help="Only the studies on this reading list, in its order.")
+@click.option("--style", type=click.Choice(export.STYLES), default="vancouver", show_default=True,
+              help="Citation style for markdown and html.")  # fmt: skip
+@click.option("--title", help="Title of the bibliography or Atom feed.")
+@click.option("--alert-on", type=click.Choice(["added", "tagged"]), default="added", show_default=True,
+              help="Atom: date entries by when a study was added, or when it was tagged.")  # fmt: skip
+@click.option("--include-deleted", is_flag=True, help="Also export tombstoned (deleted) studies.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              help="Write here instead of standard output.")  # fmt: skip
+def export_cmd(settings: Settings, fmt: str, list_name: str | None, style: str,
+               title: str | None, alert_on: str, include_deleted: bool, output: str,
+               **kwargs: Any) -> None:  # fmt: skip
+    """Export studies with their tags as RIS, BibTeX, CSL-JSON, CSV, JSONL, Markdown, HTML or Atom.
+
+    \b
+    Examples:
+      harvest export --format ris --intervention dry_needling --design rct -o dn-rcts.ris
+      harvest export --format markdown --style apa --list "knee OA" -o knee.md
+      harvest export --format atom --search 'prolotherapy AND knee' --since 2026-01-01
+    """
+    db = open_or_fail(settings, create=False)
+    try:
+        records = export.export_records(
+            db, list_name=list_name, include_deleted=include_deleted, **_filters(kwargs)
+        )
+        atom_opts: dict[str, Any] = {}
+        if fmt == "atom":
+            query = {"list": list_name, **_filters(kwargs)}
+            # the same filters give the same feed id, so a reader keeps one subscription
+            key = hashlib.sha1(json.dumps(query, sort_keys=True).encode()).hexdigest()[:16]
+            atom_opts["feed_id"] = f"{export.ATOM_ID_PREFIX}export:{key}"
+            atom_opts["updated_field"] = "first_seen" if alert_on == "added" else "first_tagged"
+        text = export.render(fmt, records, style=style, title=title, **atom_opts)
+    except (export.ExportError, reading_lists.ReadingListError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    with click.open_file(output, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    if output != "-":
+        click.echo(f"{len(records)} studies written to {output} ({fmt})", err=True)
+
+
+@click.group(name="list")
+def list_group() -> None:
+    """Named reading lists stored in the database."""
+
+
+@list_group.command(name="create")
+@common_options
+@click.argument("name")
+@click.option("--description", help="What the list is for.")
+@click.option("--from-query", is_flag=True,
+              help="Fill the list with the studies matching the filters (saved with the list).")  # fmt: skip
+@filter_options
+def list_create(settings: Settings, name: str, description: str | None, from_query: bool,
+                **kwargs: Any) -> None:  # fmt: skip
+    """Create a reading list, empty or filled from a query."""
+    db = open_or_fail(settings, create=False)
+    filters = _filters(kwargs)
+    if filters and not from_query:
+        raise click.UsageError("filters need --from-query")
+    try:
+        ids = export.select_study_ids(db, **filters) if from_query else []
+        lst = reading_lists.create_list(db, name, description=description,
+                                        query=filters or None, study_ids=ids)  # fmt: skip
+    except (export.ExportError, reading_lists.ReadingListError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"created reading list {lst['name']!r} with {len(ids)} studies")
+
+
+@list_group.command(name="add")
+@common_options
+@click.argument("name")
+@click.argument("pmids", nargs=-1, required=True)
+@click.option("--note", help="A note kept with these items (replaces an earlier note).")
+def list_add(settings: Settings, name: str, pmids: tuple[str, ...], note: str | None) -> None:
+    """Add studies to a reading list by PMID."""
+    db = open_or_fail(settings, create=False)
+    try:
+        reading_lists.add_items(db, name, list(pmids), note=note)
+    except reading_lists.ReadingListError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{name}: {len(reading_lists.list_items(db, name))} studies")
+
+
+@list_group.command(name="remove")
+@common_options
+@click.argument("name")
+@click.argument("pmids", nargs=-1)
+@click.option("--delete-list", is_flag=True, help="Delete the whole list instead.")
+def list_remove(settings: Settings, name: str, pmids: tuple[str, ...], delete_list: bool) -> None:
+    """Remove studies (by PMID) from a reading list, or delete the list."""
+    db = open_or_fail(settings, create=False)
+    try:
+        if delete_list:
+            reading_lists.delete_list(db, name)
+            click.echo(f"deleted reading list {name!r}")
+            return
+        if not pmids:
+            raise click.UsageError("give PMIDs to remove, or --delete-list")
+        removed = reading_lists.remove_items(db, name, list(pmids))
+    except reading_lists.ReadingListError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{name}: removed {removed}, {len(reading_lists.list_items(db, name))} studies left")
+
+
+@list_group.command(name="show")
+@common_options
+@click.argument("name", required=False)
+def list_show(settings: Settings, name: str | None) -> None:
+    """Show a reading list's studies and notes (all lists without NAME)."""
+    db = open_or_fail(settings, create=False)
+    if name is None:
+        lists = reading_lists.all_lists(db)
+        if not lists:
+            click.echo("no reading lists yet (harvest list create NAME)")
+        for lst in lists:
+            click.echo(f"{lst['name']}: {lst['items']} studies"
+                       + (f" — {lst['description']}" if lst["description"] else ""))  # fmt: skip
+        return
+    try:
+        items = reading_lists.list_items(db, name)
+    except reading_lists.ReadingListError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{name}: {len(items)} studies")
+    for it in items:
+        flags = " [RETRACTED]" if it["retracted"] else ""
+        flags += " [deleted]" if it["deleted"] else ""
+        click.echo(f"  PMID {it['pmid'] or '-':>9}  {it['year'] or '    '}  {it['title'][:80]}{flags}")
+        if it["note"]:
+            click.echo(f"      note: {it['note']}")
+
+
+@click.command(name="serve")
+@common_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind; anything but loopback turns arbitrary SQL off.")  # fmt: skip
+@click.option("-p", "--port", default=8001, show_default=True, type=click.IntRange(0, 65535),
+              help="Port (0: any free port).")  # fmt: skip
+@click.option("--metadata", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=serve.DEFAULT_METADATA, show_default=True, help="Datasette metadata.")  # fmt: skip
+@click.option("--plugins-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=serve.DEFAULT_PLUGINS_DIR, show_default=True,
+              help="Folder of Datasette plugins (our .ris/.bib/.csljson/.atom renderers).")  # fmt: skip
+@click.option("--sql-time-limit-ms", default=2000, show_default=True, type=click.IntRange(1),
+              help="Stop any SQL statement after this many milliseconds.")  # fmt: skip
+@click.option("--allow-sql/--no-sql", default=None,
+              help="Allow arbitrary read-only SQL (default: only on 127.0.0.1).")  # fmt: skip
+@click.option("--print-command", is_flag=True, help="Print the Datasette command instead of running it.")
+def serve_cmd(settings: Settings, host: str, port: int, metadata: Path, plugins_dir: Path,
+              sql_time_limit_ms: int, allow_sql: bool | None, print_command: bool) -> None:  # fmt: skip
+    """Serve the database read-only in Datasette, with our metadata, queries and exports."""
+    options = serve.ServeOptions(
+        db_path=Path(settings.db_path), host=host, port=port, metadata=metadata,
+        plugins_dir=plugins_dir, sql_time_limit_ms=sql_time_limit_ms, allow_sql=allow_sql,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="harvest-serve-") as workdir:
+        try:
+            cmd = serve.prepare(options, Path(workdir))
+        except (serve.ServeError, StoreError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        if print_command:
+            click.echo(" ".join(cmd))
+            return
+        click.echo(f"Serving {settings.db_path} read-only at http://{host}:{port}/ (Ctrl-C stops)",
+                   err=True)  # fmt: skip
+        proc = subprocess.Popen(cmd, env=dict(os.environ))
+        # pass a stop on to Datasette, then clean up the generated metadata
+        signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            code = proc.wait()
+    sys.exit(code)
