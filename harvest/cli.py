@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -268,6 +269,68 @@ def demo_(db_path: str) -> None:
     if not _report(db_path, quiet=False):
         sys.exit(EXIT_SOURCE_FAILED)
     click.echo(f"Explore it: harvest status --db {db_path}; harvest export --db {db_path}")
+
+
+@cli.command(name="tag")
+@common_options
+@click.option("--explain", "explain_pmid", metavar="PMID",
+              help="Print each tag of this study with its origin, rule and evidence.")  # fmt: skip
+@click.option("--all", "show_all", is_flag=True,
+              help="With --explain: also the automatic tags a manual one overrides.")  # fmt: skip
+@click.option("--set", "set_tag", nargs=2, metavar="PMID FACET=VALUE",
+              help="Record a researcher's tag; it overrides automatic ones and survives re-tagging.")  # fmt: skip
+@click.option("--unset", "unset_tag", nargs=2, metavar="PMID FACET=VALUE",
+              help="Hide an automatic tag for good (re-tagging never brings it back).")  # fmt: skip
+@click.option("--note", help="Why, for --set/--unset; stored as the tag's evidence.")
+def tag_(
+    settings: Settings, explain_pmid: str | None, show_all: bool,
+    set_tag: tuple[str, str] | None, unset_tag: tuple[str, str] | None, note: str | None,
+) -> None:  # fmt: skip
+    """Re-tag every study after a rule change, or explain, set and unset one study's tags.
+
+    \b
+    Examples:
+      harvest tag                                   # re-tag all (manual tags are kept)
+      harvest tag --explain 29764447
+      harvest tag --set 29764447 design=rct --note "checked the full text"
+      harvest tag --unset 35420007 intervention=acupuncture
+    """
+    db = open_or_fail(settings, create=False)
+    try:
+        if set_tag or unset_tag:
+            pmid, facet, value = _facet_value(*(set_tag or unset_tag))  # type: ignore[misc]
+            if set_tag:
+                tagging.set_manual(db, pmid, facet, value, note=note)
+            else:
+                tagging.unset_manual(db, pmid, facet, value, note=note)
+            explain_pmid = explain_pmid or pmid
+        if explain_pmid:
+            for row in tagging.explain(db, explain_pmid, include_suppressed=show_all):
+                click.echo(_explain_line(row))
+            return
+        started = time.perf_counter()
+        count = tagging.tag_studies(db)
+        seconds = time.perf_counter() - started
+        version = tagging.load_ruleset().version
+        click.echo(f"Tagged {count} studies with rule set {version} in {seconds:.1f} s")
+    except tagging.TagError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _facet_value(pmid: str, pair: str) -> tuple[str, str, str]:
+    facet, sep, value = pair.partition("=")
+    if not sep or not facet or not value:
+        raise click.BadParameter(f"expected FACET=VALUE, got {pair!r}")
+    return pmid, facet.strip(), value.strip()
+
+
+def _explain_line(row: dict[str, Any]) -> str:
+    origin = row["origin"] if row["origin"] == "manual" else f"{row['origin']} {row['rule_id']}"
+    value = row["value"] + (f" ({row['detail']})" if row["detail"] else "")
+    line = f"{row['facet']:<13} {value:<28} [{origin}] {row['evidence'] or ''}"
+    if not row["effective"]:
+        line += f"  -- not in effect: {row['reason']}"
+    return line
 
 
 @cli.command(name="report")

@@ -94,8 +94,12 @@ def _decode(row: dict[str, Any], sources: Iterable[str]) -> dict[str, Any]:
 
 
 def to_jsonl(studies: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """One JSON object per line; tag summaries (design, interventions, conditions,
+    comparators, population, sample_size, conclusion, flags) are top-level fields."""
     for study in studies:
-        yield json.dumps(study, ensure_ascii=False) + "\n"
+        flat = {k: v for k, v in study.items() if k != "tags"}
+        flat.update(study.get("tags") or {})
+        yield json.dumps(flat, ensure_ascii=False) + "\n"
 
 
 # --- choosing studies --------------------------------------------------------------------

@@ -1635,9 +1635,10 @@ def tag_studies(
 
     Runs inside the caller's transaction when one is open (the harvesters call it in the
     batch transaction, so a batch and its tags commit together); otherwise takes its own.
-    A full re-tag of a large database classifies in ``workers`` forked processes (default:
-    up to 4, one per CPU; the database is only touched by this process); pass ``workers=1``
-    to stay in one process. Returns the number of studies tagged.
+    A full re-tag of a large database may classify in ``workers`` forked processes (default:
+    one per CPU beyond the first, at most 4, only with 3 or more CPUs; the database is only
+    touched by this process); ``workers=1`` stays in one process. Returns the number of
+    studies tagged.
     """
     rs = ruleset or load_ruleset()
     ctx = nullcontext() if db.conn.in_transaction else write_tx(db)
@@ -1693,10 +1694,10 @@ _WORKER_RULESET: RuleSet | None = None
 def _workers(requested: int | None, total: int) -> int:
     if requested is not None:
         n = max(1, requested)
-    elif total < _PARALLEL_MIN:
-        return 1
+    elif total < _PARALLEL_MIN or (os.cpu_count() or 1) < 3:
+        return 1  # the parent process needs a CPU of its own to feed workers and write
     else:
-        n = min(4, os.cpu_count() or 1)
+        n = min(4, (os.cpu_count() or 1) - 1)
     return n if n > 1 and "fork" in multiprocessing.get_all_start_methods() else 1
 
 

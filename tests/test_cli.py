@@ -174,3 +174,28 @@ def test_run_source_feeds_only_needs_no_email(tmp_path, shared_data):
         assert host.requests_to("/pm")[-1].headers.get("if-none-match") == '"v1"'
         bad = CliRunner().invoke(cli, ["run", "--source", "nonsense"], env=env)
         assert bad.exit_code == 2 and "unknown source 'nonsense'" in bad.output
+
+
+def test_tag_explain_set_unset_and_jsonl_carries_tags(tmp_path):
+    db = str(tmp_path / "demo.db")
+    invoke("demo", "--db", db)
+    pmid = "29764447"  # a real protocol: "... versus normal saline for knee osteoarthritis: a protocol"
+    out = invoke("tag", "--db", db, "--explain", pmid).output
+    assert re.search(r"^design\s+protocol\s+\[rule design\.", out, re.M)
+    assert re.search(r"^comparator\s+placebo_injection .*\[normal saline\]", out, re.M)
+    result = invoke("tag", "--db", db, "--set", pmid, "design=rct", "--note", "checked full text")
+    assert result.exit_code == 0 and re.search(r"^design\s+rct\s+\[manual\] checked full text", result.output, re.M)
+    assert invoke("tag", "--db", db, "--unset", pmid, "comparator=placebo_injection").exit_code == 0
+    retag = invoke("tag", "--db", db)
+    assert re.match(r"Tagged 52 studies with rule set \S+ in ", retag.output)
+    rows = {r["pmid"]: r for r in map(json.loads, invoke("export", "--db", db).output.splitlines())}
+    assert rows[pmid]["design"] == "rct"  # the manual tag survived re-tagging
+    assert rows[pmid]["comparators"] == []  # the unset too
+    assert rows[pmid]["interventions"] == ["prolotherapy"]
+    assert rows[pmid]["conditions"] == ["knee_osteoarthritis"]
+    for key in ("population", "sample_size", "conclusion"):
+        assert key in rows[pmid]
+    bad = invoke("tag", "--db", db, "--set", pmid, "design=bogus")
+    assert bad.exit_code == 1 and "unknown design value 'bogus'" in bad.output
+    missing = invoke("tag", "--db", db, "--explain", "1")
+    assert missing.exit_code == 1 and "unknown PMID 1" in missing.output
