@@ -111,10 +111,17 @@ def _report(db_path: Any, quiet: bool) -> bool:
 
 
 def _eutils_client(settings: Settings) -> Any:
+    """The E-utilities client; its request budget is shared by every process on this
+    database through a rate file beside it."""
     from harvest.eutils import EutilsClient, EutilsConfig, EutilsError
 
+    n = settings.ncbi
+    config = EutilsConfig(
+        base_url=n.base_url, email=n.email, api_key=n.api_key, tool=n.tool,
+        rate_file=Path(f"{settings.db_path}.ncbi-rate"),
+    )  # fmt: skip
     try:
-        return EutilsClient(_eutils_config(settings, EutilsConfig))
+        return EutilsClient(config)
     except EutilsError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -153,17 +160,6 @@ def _run_feeds(
         if not quiet or result.failed or result.warnings:
             click.echo(result.line())
     return any(r.failed for r in results)
-
-
-def _eutils_config(settings: Settings, config_cls: type) -> Any:
-    n = settings.ncbi
-    return config_cls(
-        base_url=n.base_url,
-        email=n.email,
-        api_key=n.api_key,
-        tool=n.tool,
-        rate_file=Path(f"{settings.db_path}.ncbi-rate"),
-    )
 
 
 class _Progress:
