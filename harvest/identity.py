@@ -308,9 +308,6 @@ def resolve(db: Database, row: dict[str, Any]) -> dict[str, Any] | None:
 
 def best_title_match(db: Database, row: dict[str, Any]) -> int | None:
     """The id of the study whose title, year and first author match ``row``, if any."""
-    title = normalize_title(row.get("title"))
-    if not title:
-        return None
     sql, params = _CANDIDATE_SQL, []
     year = _year(row)
     if year:
@@ -318,12 +315,14 @@ def best_title_match(db: Database, row: dict[str, Any]) -> int | None:
         params = [year - 2, year + 2]
     if row.get("pmid"):
         sql += " AND pmid IS NULL"  # a row with a PMID only ever absorbs feed-only rows
-    ids, choices = [], []
-    for study_id, candidate in db.execute(sql, params):  # tuples: 10k rows in a few ms
-        ids.append(study_id)
-        choices.append(normalize_title(candidate))
-    if not ids:
+    rows = db.execute(sql, params).fetchall()  # tuples: 10k rows in a few ms
+    if not rows:  # e.g. a PubMed record when no feed-only rows exist: skip the normalising
         return None
+    title = normalize_title(row.get("title"))
+    if not title:
+        return None
+    ids = [study_id for study_id, _ in rows]
+    choices = [normalize_title(candidate) for _, candidate in rows]
     ranked = process.extract(title, choices, scorer=fuzz.token_set_ratio,
                              score_cutoff=_CANDIDATE_CUTOFF, limit=_CANDIDATES)  # fmt: skip
     best: tuple[float, int] | None = None

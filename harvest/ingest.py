@@ -58,9 +58,26 @@ def write_batch(
     """Save one batch inside the caller's transaction and add its counts to the run."""
     studies = _latest_versions(i for i in items if isinstance(i, Study))
     deletions = [i.pmid for i in items if isinstance(i, Deletion)]  # type: ignore[union-attr]
-    saved = store.save_studies(db, studies, run_id=run_id, how=how, resolve=resolve)
+    rows = [store.study_to_row(s) for s in studies]
+    return _write_rows(db, rows, deletions, run_id=run_id, how=how, on_changed=on_changed,
+                       resolve=resolve)  # fmt: skip
+
+
+def _write_rows(
+    db: Database,
+    rows: list[dict[str, Any]],
+    deletions: list[str],
+    *,
+    run_id: int | None,
+    how: str | None,
+    on_changed: OnChanged | None,
+    resolve: store.Resolver | None,
+) -> BatchCounts:
+    """:func:`write_batch` for a batch already reduced to study rows and deleted PMIDs."""
+    found = len(rows)
+    saved = store._save_rows(db, rows, run_id=run_id, how=how, resolve=resolve)
     counts = BatchCounts(
-        found=len(studies),
+        found=found,
         new=saved.new,
         updated=saved.updated,
         unchanged=saved.unchanged,
@@ -169,11 +186,15 @@ def import_file(
 
 
 def _commit(
-    db: Database, items: list[Study | Deletion], run_id: int, path: Path, on_changed: OnChanged | None
+    db: Database, batch: tuple[tuple[str, ...], list[tuple], list[str]], run_id: int, path: Path,
+    on_changed: OnChanged | None,
 ) -> BatchCounts:
+    """Write one batch from :func:`_parse_worker` (the same rows ``write_batch`` would make)."""
+    cols, values, deletions = batch
+    rows = [dict(zip(cols, row)) for row in values]
     with store.write_tx(db):
-        return write_batch(db, items, run_id=run_id, how=f"file:{path.name}", on_changed=on_changed,
-                           resolve=identity.resolve)  # fmt: skip
+        return _write_rows(db, rows, deletions, run_id=run_id, how=f"file:{path.name}",
+                           on_changed=on_changed, resolve=identity.resolve)  # fmt: skip
 
 
 # --- the parsing worker ----------------------------------------------------------
@@ -182,8 +203,13 @@ _PARSE_ERRORS = (PubmedXMLError, MedlineError, OSError, EOFError)
 
 
 def parse_in_worker(path: Path, batch_size: int) -> Iterator[tuple[str, Any]]:
-    """Yield ``("batch", records)`` from a parser process, then ``("error", message)`` if
-    the file was bad.
+    """Yield ``("batch", (columns, rows, deleted_pmids))`` from a parser process, then
+    ``("error", message)`` if the file was bad.
+
+    The worker also does the per-record work that needs no database (keeping the latest
+    version of a PMID, :func:`store.study_to_row`, the content hash), so the writer, which
+    also carries SQLite and FTS5, is not the bottleneck; rows travel as tuples, which
+    pickle several times faster than dataclasses.
 
     A separate process rather than a thread: parsing is Python-bound and would hold the
     GIL the writer needs. ``fork`` rather than ``spawn``, which re-imports ``__main__``
@@ -216,6 +242,15 @@ def parse_in_worker(path: Path, batch_size: int) -> Iterator[tuple[str, Any]]:
         worker.join()
 
 
+def _to_rows(batch: list[Study | Deletion]) -> tuple[tuple[str, ...], list[tuple], list[str]]:
+    """A batch as ``write_batch`` would store it: (columns, row tuples, deleted PMIDs)."""
+    studies = _latest_versions(i for i in batch if isinstance(i, Study))
+    deletions = [i.pmid for i in batch if isinstance(i, Deletion)]
+    rows = [store._with_content_hash(store.study_to_row(s)) for s in studies]
+    cols = tuple(rows[0]) if rows else ()
+    return cols, [tuple(row.values()) for row in rows], deletions
+
+
 def _parse_worker(path: str, batch_size: int, q: Any, parent: int) -> None:
     batch: list[Study | Deletion] = []
 
@@ -232,13 +267,13 @@ def _parse_worker(path: str, batch_size: int, q: Any, parent: int) -> None:
         for record in iter_file(Path(path)):
             batch.append(record)
             if len(batch) >= batch_size:
-                put(("batch", batch))
+                put(("batch", _to_rows(batch)))
                 batch = []
     except _PARSE_ERRORS as exc:
         if batch:  # the good records read before the fault are kept
-            put(("batch", batch))
+            put(("batch", _to_rows(batch)))
         put(("error", str(exc) if not isinstance(exc, OSError) else f"{path}: {exc}"))
     else:
         if batch:
-            put(("batch", batch))
+            put(("batch", _to_rows(batch)))
     put(("end", None))

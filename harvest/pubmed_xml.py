@@ -25,6 +25,15 @@ from lxml import etree
 
 from harvest.models import Correction, Deletion, MeshHeading, Study
 
+try:  # ISA-L's gzip reader decompresses about twice as fast as zlib's, with the same API.
+    from isal.igzip import IGzipFile as _GzipFile
+    from isal.isal_zlib import error as _isal_error
+
+    _CORRUPT_INPUT: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error, _isal_error)
+except ImportError:  # pragma: no cover - isal has wheels for the usual platforms
+    _GzipFile = gzip.GzipFile  # type: ignore[misc,assignment]
+    _CORRUPT_INPUT = (EOFError, OSError, zlib.error)
+
 __all__ = [
     "PubmedXMLError",
     "normalize_doi",
@@ -214,7 +223,7 @@ def _open_source(
     if not head:
         raise PubmedXMLError(label, "empty input (0 bytes): not PubMed XML")
     if head == _GZIP_MAGIC:
-        raw = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+        raw = stack.enter_context(_GzipFile(fileobj=raw, mode="rb"))
     return raw, label
 
 
@@ -269,7 +278,7 @@ def _iter_records(stream: BinaryIO, label: str) -> Iterator[Study | Deletion]:
             break
         except etree.XMLSyntaxError as exc:
             raise _syntax_error(label, exc, parser.error_log) from exc
-        except (EOFError, OSError, zlib.error) as exc:
+        except _CORRUPT_INPUT as exc:
             # gzip raises these for a truncated or corrupt stream; the XML parser never saw the end.
             raise PubmedXMLError(label, f"unreadable input after {count} records: {exc}") from exc
         if not doctype_checked:  # before anything is yielded (entities stay unexpanded meanwhile)
@@ -362,8 +371,9 @@ def _index(elem: etree._Element | None) -> dict[str, etree._Element]:
         return {}
     index: dict[str, etree._Element] = {}
     for child in elem:
-        if child.tag not in index:
-            index[child.tag] = child
+        tag = child.tag
+        if tag not in index:
+            index[tag] = child
     return index
 
 
@@ -378,8 +388,14 @@ def _flatten(elem: etree._Element | None) -> str:
     """
     if elem is None:
         return ""
-    if len(elem) == 0:
-        return _clean(elem.text)
+    if not len(elem):
+        text = elem.text
+        if not text:
+            return ""
+        # Inlined _clean: this is the hottest path of the parser (most elements are plain text).
+        if text.isprintable() and text[0] != " " and text[-1] != " " and "  " not in text:
+            return text
+        return " ".join(text.split())
     parts: list[str] = []
     _collect_text(elem, parts)
     return " ".join("".join(parts).split())

@@ -133,7 +133,9 @@ def write_tx(db: Database) -> Iterator[Database]:
 
 def study_to_row(study: Study) -> dict[str, Any]:
     """Map a :class:`Study` to a ``studies`` row (without identity or timestamps)."""
-    mesh = [m.to_json() for m in study.mesh]
+    mesh = study.mesh
+    keywords = study.keywords
+    corrections = study.corrections
     return {
         "pmid": study.pmid,
         "pmid_version": study.pmid_version,
@@ -147,25 +149,30 @@ def study_to_row(study: Study) -> dict[str, Any]:
         "authors": _json_list(study.authors),
         "languages": _json_list(study.languages),
         "publication_types": _json_list(study.publication_types),
-        "mesh": _json_list(mesh),
-        "mesh_text": "; ".join(m.descriptor + ("*" if m.is_major else "") for m in study.mesh)
+        "mesh": _json_list([m.to_json() for m in mesh]) if mesh else None,
+        "mesh_text": "; ".join([m.descriptor + ("*" if m.is_major else "") for m in mesh])
         or None,
-        "keywords": _json_list(study.keywords),
-        "keywords_text": "; ".join(study.keywords) or None,
+        "keywords": _json_list(keywords),
+        "keywords_text": "; ".join(keywords) or None,
         "medline_status": study.medline_status,
         "date_revised": study.date_revised,
         "corrections": _json_list(
             [{"ref_type": c.ref_type, "pmid": c.pmid, "ref_source": c.ref_source}
-             for c in study.corrections]
-        ),  # fmt: skip
+             for c in corrections]
+        ) if corrections else None,  # fmt: skip
         "url": study.url,
         "record_source": study.record_source,
         "retracted": int(study.retracted),
     }
 
 
+# json.dumps(items, ensure_ascii=False) without its per-call argument handling: the
+# same encoder json.dumps builds for these arguments (same output), made once.
+_JSON_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _json_list(items: Sequence[Any]) -> str | None:
-    return json.dumps(list(items), ensure_ascii=False) if items else None
+    return _JSON_ENCODE(list(items)) if items else None
 
 
 def _hash(row: dict[str, Any]) -> str:
@@ -174,7 +181,14 @@ def _hash(row: dict[str, Any]) -> str:
     ``repr`` of a tuple of str/int/None is stable and three times cheaper than JSON,
     which matters on the re-import path where every record is hashed and compared.
     """
-    return hashlib.sha1(repr(tuple(row.get(k) for k in _MERGE_FIELDS)).encode()).hexdigest()
+    return hashlib.sha1(repr(tuple([row.get(k) for k in _MERGE_FIELDS])).encode()).hexdigest()
+
+
+def _with_content_hash(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its ``content_hash`` filled in, which :func:`save_studies` then trusts
+    (the importer's parsing worker computes it, off the writer's critical path)."""
+    row["content_hash"] = _hash(row)
+    return row
 
 
 @dataclass
@@ -220,8 +234,22 @@ def save_studies(
     a study seen again after a tombstone is alive again. Each study seen by a run gets a
     sighting row, which is the provenance Datasette shows.
     """
+    return _save_rows(db, [study_to_row(s) for s in studies], run_id=run_id, how=how, now=now,
+                     resolve=resolve)  # fmt: skip
+
+
+def _save_rows(
+    db: Database,
+    rows: list[dict[str, Any]],
+    *,
+    run_id: int | None = None,
+    how: str | None = None,
+    now: str | None = None,
+    resolve: Resolver | None = None,
+) -> SaveResult:
+    """:func:`save_studies` for rows already made by :func:`study_to_row` (optionally
+    carrying their ``content_hash`` from :func:`_with_content_hash`); the rows are consumed."""
     now = now or utcnow()
-    rows = [study_to_row(s) for s in studies]
     result = SaveResult()
     if not rows:
         return result
@@ -232,7 +260,9 @@ def save_studies(
         if old is None and resolve is not None:
             old = resolve(db, row)
         if old is None:
-            row.update(content_hash=_hash(row), first_seen=now, last_updated=now)
+            if "content_hash" not in row:
+                row["content_hash"] = _hash(row)
+            row["first_seen"] = row["last_updated"] = now
             inserts.append(row)
             continue
         result.seen_ids.append(old["id"])
@@ -251,12 +281,12 @@ def save_studies(
         result.new += len(new_ids)
         result.changed_ids += new_ids
         result.seen_ids += new_ids
-    if run_id is not None:
-        db["sightings"].insert_all(
-            ({"run_id": run_id, "study_id": i, "seen_at": now, "how": how}
-             for i in result.seen_ids),
-            ignore=True,
-        )  # fmt: skip
+    if run_id is not None and result.seen_ids:
+        # What sqlite-utils' insert_all(ignore=True) runs, without its per-row conversions.
+        db.conn.executemany(
+            "INSERT OR IGNORE INTO sightings (run_id, study_id, seen_at, how) VALUES (?, ?, ?, ?)",
+            [(run_id, i, now, how) for i in result.seen_ids],
+        )
     return result
 
 
