@@ -75,7 +75,7 @@ def _write_rows(
 ) -> BatchCounts:
     """:func:`write_batch` for a batch already reduced to study rows and deleted PMIDs."""
     found = len(rows)
-    saved = store._save_rows(db, rows, run_id=run_id, how=how, resolve=resolve)
+    saved = store.save_rows(db, rows, run_id=run_id, how=how, resolve=resolve)
     counts = BatchCounts(
         found=found,
         new=saved.new,
@@ -246,7 +246,7 @@ def _to_rows(batch: list[Study | Deletion]) -> tuple[tuple[str, ...], list[tuple
     """A batch as ``write_batch`` would store it: (columns, row tuples, deleted PMIDs)."""
     studies = _latest_versions(i for i in batch if isinstance(i, Study))
     deletions = [i.pmid for i in batch if isinstance(i, Deletion)]
-    rows = [store._with_content_hash(store.study_to_row(s)) for s in studies]
+    rows = [store.with_content_hash(store.study_to_row(s)) for s in studies]
     cols = tuple(rows[0]) if rows else ()
     return cols, [tuple(row.values()) for row in rows], deletions
 

@@ -184,7 +184,7 @@ def _hash(row: dict[str, Any]) -> str:
     return hashlib.sha1(repr(tuple([row.get(k) for k in _MERGE_FIELDS])).encode()).hexdigest()
 
 
-def _with_content_hash(row: dict[str, Any]) -> dict[str, Any]:
+def with_content_hash(row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with its ``content_hash`` filled in, which :func:`save_studies` then trusts
     (the importer's parsing worker computes it, off the writer's critical path)."""
     row["content_hash"] = _hash(row)
@@ -234,11 +234,11 @@ def save_studies(
     a study seen again after a tombstone is alive again. Each study seen by a run gets a
     sighting row, which is the provenance Datasette shows.
     """
-    return _save_rows(db, [study_to_row(s) for s in studies], run_id=run_id, how=how, now=now,
+    return save_rows(db, [study_to_row(s) for s in studies], run_id=run_id, how=how, now=now,
                      resolve=resolve)  # fmt: skip
 
 
-def _save_rows(
+def save_rows(
     db: Database,
     rows: list[dict[str, Any]],
     *,
@@ -248,7 +248,7 @@ def _save_rows(
     resolve: Resolver | None = None,
 ) -> SaveResult:
     """:func:`save_studies` for rows already made by :func:`study_to_row` (optionally
-    carrying their ``content_hash`` from :func:`_with_content_hash`); the rows are consumed."""
+    carrying their ``content_hash`` from :func:`with_content_hash`); the rows are consumed."""
     now = now or utcnow()
     result = SaveResult()
     if not rows:
