@@ -17,7 +17,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from harvest import store
-from harvest.ingest import OnChanged
+from harvest.ingest import OnChanged, write_batch
 from harvest.models import MeshHeading, Study
 
 SOURCE = "sample"
@@ -60,13 +60,9 @@ def build_demo(path: str | os.PathLike[str], *, on_changed: OnChanged | None = N
     run_id = store.start_run(db, SOURCE)
     with store.write_tx(db):
         for rec in sample_records():
-            saved = store.save_studies(
-                db, [record_to_study(rec)], run_id=run_id, how=f"sample: {rec['source']}"
-            )
-            if on_changed is not None and saved.changed_ids:
-                on_changed(db, saved.changed_ids)
-            store.add_run_counts(db, run_id, found=1, new=saved.new, updated=saved.updated,
-                                 unchanged=saved.unchanged)  # fmt: skip
+            # One record per call so each sighting keeps the page it was compiled from.
+            write_batch(db, [record_to_study(rec)], run_id=run_id,
+                        how=f"sample: {rec['source']}", on_changed=on_changed)  # fmt: skip
     store.finish_run(db, run_id, status="ok")
     return db
 
