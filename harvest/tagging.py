@@ -508,6 +508,7 @@ class _DesignRule:
     unless_before: re.Pattern[str] | None
     unless_after: re.Pattern[str] | None
     unless_match: re.Pattern[str] | None
+    unless_title: re.Pattern[str] | None = None  # the rule does not apply when the title has one
     pattern_ids: frozenset[int] = frozenset()
     lazy: bool = False  # has substring-keyed or unindexed patterns: always consult
 
@@ -838,6 +839,7 @@ class _Builder:
             unless_before=self.regex(self.patterns(r, "unless_before"), rid),
             unless_after=self.regex(self.patterns(r, "unless_after"), rid),
             unless_match=self.regex(self.patterns(r, "unless_match"), rid),
+            unless_title=self.regex(self.patterns(r, "unless_title"), rid),
         )
 
 
@@ -1441,6 +1443,8 @@ def _design_text(doc: _Doc, rs: RuleSet, population: str | None) -> tuple[str, s
         if rule.require_population and population not in rule.require_population:
             continue
         if not rule.lazy and rule.pattern_ids.isdisjoint(doc.candidates):
+            continue
+        if rule.unless_title and doc.fields["title"] and rule.unless_title.search(doc.fields["title"]):
             continue
         hits: list[str] = []
         seen: set[str] = set()

@@ -522,3 +522,110 @@ def test_parallel_full_retag_writes_the_same_tags(tagged):
     serial = list(tagged.execute(query))
     assert tag_studies(tagged, workers=2) == tagged.execute("SELECT count(*) FROM studies").fetchone()[0]
     assert list(tagged.execute(query)) == serial
+
+
+# -- case-report conventions added in rule set 2026.2 (each measured on the 10k corpus: see
+#    benchmarks/results/tagging.md and benchmarks/labels/ERRORS.md)
+
+
+def design_tag(tags: list[Tag]) -> Tag:
+    return next(t for t in tags if t.facet == "design")
+
+
+@pytest.mark.parametrize(
+    ("journal", "title", "abstract"),
+    [
+        # imitate the bare-titled items of case-report-only journals in the corpus
+        ("Clinical case reports", ("Primary age-related EBV-associated effusion-based lymphoma successfully treated "
+         "with rituximab and thoracentesis."), "This entity appears to respond well to rituximab and thoracentesis."),
+        ("Journal of cardiology cases", ("Coronary stent embolization during percutaneous coronary intervention: "
+         "successful retrieval using a twisted guide wire technique."), "Stent embolization is a rare complication."),
+        ("IDCases", "Near misdiagnosis of acute HIV infection with an ELISA-Western blot scheme.",
+         "Some diagnostic guidelines still rely on the ELISA-Western blot algorithm."),
+        ("BMJ Case Rep", "Galactokinase deficiency: a treatable cause of bilateral cataracts.", None),
+    ],
+)  # fmt: skip
+def test_items_of_case_report_journals_are_case_reports(rs, journal, title, abstract):
+    tag = design_tag(classify(text_row(title, abstract, journal=journal), rs, use_index=False))
+    assert (tag.value, tag.rule_id) == ("case_report", "design.text.case_report_journal")
+    assert tag.evidence.startswith("journal: ") and journal in tag.evidence.replace("[", "").replace("]", "")
+
+
+@pytest.mark.parametrize(
+    ("journal", "title", "expected"),
+    [
+        # the record's own statement of design wins over the journal
+        ("International journal of surgery case reports", "Canal wall down in tuberculous mastoiditis: 4 case series.",
+         "case_series"),
+        ("Clinical case reports", "CORRIGENDUM.", "other"),
+        ("Clinical case reports", "Dry needling for myofascial pain: a systematic review of case reports", "systematic_review"),
+        ("International journal of surgery case reports", ("Comment on gallbladder polyps: correlation of size and "
+         "clinicopathologic characteristics"), "editorial"),
+        # "cases" must be a word of the journal's name: not "Diseases"
+        ("Journal of infectious diseases", "Herpes zoster oticus with meningitis.", "other"),
+        ("Diseases of the colon and rectum", "Outcomes of pelvic floor repair.", "observational"),
+    ],
+)  # fmt: skip
+def test_a_case_report_journal_does_not_outrank_what_the_record_says(rs, journal, title, expected):
+    assert value(classify(text_row(title, None, journal=journal), rs, use_index=False), "design") == expected
+
+
+def test_case_study_and_literature_review_is_a_case_report(rs):
+    tag = design_tag(classify(text_row(
+        "Conservative management of fifth metacarpal head fracture in a professional cricketer: A case study and "
+        "literature review."), rs, use_index=False))  # fmt: skip
+    assert (tag.value, tag.rule_id) == ("case_report", "design.text.case_report_title")
+    assert "case study and literature review" in tag.evidence
+    # a qualitative or policy "case study" with a review is not a patient's case
+    for title in ("Nurses' experience of dry needling training: a qualitative case study",
+                  "Hospital mergers as a case study and review of health policy"):  # fmt: skip
+        assert value(classify(text_row(title), rs, use_index=False), "design") != "case_report"
+
+
+@pytest.mark.parametrize(
+    "abstract",
+    [
+        ("A 57-year-old man with lung cancer, previously treated with pembrolizumab, was evaluated for liver injury "
+         "and acute pancreatitis. Serum IgG4 levels were not elevated."),
+        ("Inflammatory myopathy rarely presents with respiratory failure alone. A 56-year-old woman presenting with "
+         "type II respiratory failure was transferred to our hospital."),
+        "CASE: An 11 years old girl complained of cyclical abdominal pain for a year.",
+        ("Nutritional decompression is difficult in children. An 8-yr-old boy with intestinal pseudo-obstruction "
+         "received a gastrojejunostomy."),
+    ],
+)
+def test_the_case_vignette_opening_marks_a_case_report(rs, abstract):
+    tag = design_tag(classify(text_row("Pancreatitis and cholangitis as adverse events", abstract), rs,
+                              use_index=False))  # fmt: skip
+    assert (tag.value, tag.rule_id) == ("case_report", "design.text.case_report_abstract")
+    assert re.search(r"\d+[- ]?(?:year|yr|years)", tag.evidence)
+
+
+@pytest.mark.parametrize(
+    ("abstract", "expected"),
+    [
+        # ages in eligibility criteria and in the middle of a sentence are not a vignette
+        (("Patients aged over 18 years old with myofascial neck pain were randomly assigned to dry needling or "
+          "sham needling."), "rct"),
+        ("We enrolled 120 children from 2 to 12 years old in a prospective cohort study.", "observational"),
+        ("Sixty adults, a 65-year-old median age, were randomly assigned to prolotherapy or saline.", "rct"),
+    ],
+)  # fmt: skip
+def test_ages_that_are_not_a_vignette_opening(rs, abstract, expected):
+    assert value(classify(text_row("Neck pain treatment", abstract), rs, use_index=False), "design") == expected
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        # measured and rejected as RCT cues (benchmarks/labels/ERRORS.md): on the 10k corpus, title-only
+        # comparative titles are letters and comments
+        "Re-irradiation versus surgery for locally recurrent nasopharyngeal carcinoma.",
+        "Comparison of hospital cost between robotic versus thoracoscopic mitral valve repair.",
+        "Lidocaine injection versus dry needling to myofascial trigger point.",
+        "Dry needling of trigger points with and without paraspinal needling in myofascial pain syndromes",
+    ],
+)
+def test_a_comparative_title_alone_does_not_make_an_rct(rs, title):
+    tag = design_tag(classify(text_row(title), rs, use_index=False))
+    assert (tag.value, tag.rule_id) == ("other", "design.text.fallback")
