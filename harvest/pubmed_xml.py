@@ -201,6 +201,117 @@ class _Rejoined(io.RawIOBase):
         return len(data)
 
 
+class _UnusedElementsCut:
+    """A binary stream of PubMed XML with the elements the store never reads cut out.
+
+    libxml2 spends most of a parse building nodes, and in NLM's files a record's history
+    dates and reference lists (both in its PubmedData) are over a third of the bytes (37% of
+    pubmed21n1298), so they are cut from the bytes before the parser sees them. Each cut
+    becomes its newlines, so the parser's line numbers stay true. Cutting by tag is safe
+    because a ``<`` in PubMed XML's text is always escaped, and NLM's XML has no comments or
+    CDATA sections; in a document that did, the worst a cut could do is drop content from a
+    document that is not PubMed's. A PubmedData left open at the end (a truncated file) is
+    passed on unchanged, so the parser reports it; so is one that grows past ``_MAX_SPAN``,
+    which bounds memory on an endless stream.
+    """
+
+    # Small enough that a corrupt gzip stream, which loses the read that hit the fault,
+    # loses few records; large enough that the per-read bookkeeping costs nothing.
+    _CHUNK = 1 << 16
+    _MAX_SPAN = 4 << 20
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._out = b""
+        self._at = 0
+        self._pending = b""
+        self._eof = False
+        self._error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        while self._at >= len(self._out):
+            if self._eof:
+                error, self._error = self._error, None
+                if error is not None:  # raised only after the bytes before it are out
+                    raise error
+                return b""
+            self._fill()
+        end = len(self._out) if size is None or size < 0 else self._at + size
+        data = self._out[self._at : end]
+        self._at += len(data)
+        return data
+
+    def _fill(self) -> None:
+        try:
+            data = self._raw.read(self._CHUNK)
+        except _CORRUPT_INPUT as exc:
+            self._error, data = exc, b""
+        self._at = 0
+        if not data:
+            self._out, self._pending, self._eof = self._pending, b"", True
+        elif len(self._pending) > self._MAX_SPAN:
+            self._out, self._pending = self._pending + data, b""
+        else:
+            self._out, self._pending = _cut_unused(self._pending + data)
+
+
+# The elements cut by _UnusedElementsCut all live in a record's PubmedData, so only that
+# region is searched for them, and each byte is scanned about once: a search per element
+# name would read the reference lists (a third of the file) several times.
+_REGION = (b"<PubmedData>", b"</PubmedData>")
+_HISTORY = (b"<History>", b"</History>")  # PubmedData's first child, per the DTD
+_REFERENCES = b"ReferenceList>"  # the tail of both <ReferenceList> and </ReferenceList>
+
+
+def _cut_unused(data: bytes) -> tuple[bytes, bytes]:
+    """``data`` with the unused elements of every complete PubmedData replaced by their
+    newlines, and the tail that must wait for more input (a PubmedData not closed yet)."""
+    out: list[bytes] = []
+    pos = 0
+    while (start := data.find(_REGION[0], pos)) >= 0:
+        end = data.find(_REGION[1], start)
+        if end < 0:
+            break
+        out.append(data[pos:start])
+        _cut_region(data, start, end, out)
+        pos = end
+    else:  # no PubmedData left; keep back a start tag cut in two
+        start = data.rfind(b"<", max(pos, len(data) - len(_REGION[0])))
+        start = len(data) if start < 0 else start
+    out.append(data[pos:start])
+    return b"".join(out), data[start:]
+
+
+def _cut_region(data: bytes, pos: int, end: int, out: list[bytes]) -> None:
+    """Append ``data[pos:end]`` to ``out`` without its History and reference lists, each
+    replaced by its newlines. Anything not well-formed is left for the parser to report."""
+    spans = []
+    history = data.find(_HISTORY[0], pos, min(end, pos + 256))
+    if history >= 0 and (stop := data.find(_HISTORY[1], history, end)) >= 0:
+        spans.append((history, stop + len(_HISTORY[1])))
+    depth = 0
+    at = data.find(_REFERENCES, pos, end)
+    while at >= 0:
+        if data[at - 1] == 60:  # "<": a start tag
+            depth += 1
+            if depth == 1:
+                first = at - 1
+        elif data[at - 2 : at] == b"</":
+            depth -= 1
+            if depth == 0:
+                spans.append((first, at + len(_REFERENCES)))
+            elif depth < 0:
+                break
+        at = data.find(_REFERENCES, at + len(_REFERENCES), end)
+    for first, stop in sorted(spans):
+        if first < pos:  # overlapping spans: only in a document that is not PubMed's
+            continue
+        out.append(data[pos:first])
+        out.append(b"\n" * data.count(b"\n", first, stop))
+        pos = stop
+    out.append(data[pos:end])
+
+
 def _open_source(
     source: bytes | str | os.PathLike[str] | BinaryIO, name: str | None, stack: contextlib.ExitStack
 ) -> tuple[BinaryIO, str]:
@@ -224,7 +335,7 @@ def _open_source(
         raise PubmedXMLError(label, "empty input (0 bytes): not PubMed XML")
     if head == _GZIP_MAGIC:
         raw = stack.enter_context(_GzipFile(fileobj=raw, mode="rb"))
-    return raw, label
+    return _UnusedElementsCut(raw), label  # type: ignore[return-value]
 
 
 def _with_head_put_back(raw: BinaryIO) -> BinaryIO:
@@ -494,12 +605,12 @@ def _structured_date(elem: etree._Element | None) -> str | None:
     """ISO partial date of a Year/Month/Day (or MedlineDate) element such as PubDate or DateRevised."""
     if elem is None:
         return None
-    parts = _index(elem)
-    year = _text_of(parts.get("Year"))
+    texts = {child.tag: child.text for child in reversed(elem)}  # reversed: the first of a tag wins
+    year = texts.get("Year")
     if not year:
-        return parse_date_text(_text_of(parts.get("MedlineDate")))
-    month = _month_number(_text_of(parts.get("Month")))
-    day = _day_number(_text_of(parts.get("Day"))) if month else None
+        return parse_date_text(texts.get("MedlineDate"))
+    month = _month_number(texts.get("Month"))
+    day = _day_number(texts.get("Day")) if month else None
     return _iso(year, month, day)
 
 
@@ -555,24 +666,24 @@ def _abstract(abstract: etree._Element | None, others: Iterable[etree._Element])
 def _author_name(author: etree._Element) -> str | None:
     """"LastName Initials" as PubMed shows it, or the CollectiveName of a group author."""
     last = initials = fore = collective = None
-    for child in author:  # one pass: this runs for every author of every record
+    for child in author:  # one pass, and no call per part: this runs for every author
         tag = child.tag
         if tag == "LastName":
-            last = child
+            last = child.text if not len(child) else _flatten(child)
         elif tag == "Initials":
-            initials = child
+            initials = child.text if not len(child) else _flatten(child)
         elif tag == "ForeName":
             fore = child
         elif tag == "CollectiveName":
             collective = child
-    last_name = _flatten(last)
-    if not last_name:
+        elif tag == "AffiliationInfo":
+            break  # the DTD puts the name parts first; affiliations (most children) are not read
+    if not last or last.isspace():
         return _flatten(collective) or None
-    letters = _flatten(initials)
-    if not letters:
+    if not initials or initials.isspace():
         # A few records lack Initials; derive them from ForeName rather than drop them.
-        letters = "".join(part[0].upper() for part in re.split(r"[\s\-.]+", _flatten(fore)) if part)
-    return f"{last_name} {letters}" if letters else last_name
+        initials = "".join(part[0].upper() for part in re.split(r"[\s\-.]+", _flatten(fore)) if part)
+    return _clean(f"{last} {initials}" if initials else last)  # one clean-up for both parts
 
 
 def _authors(owner: etree._Element | None) -> list[str]:

@@ -291,11 +291,26 @@ def save_rows(
 
 
 def _insert_rows(db: Database, rows: list[dict[str, Any]]) -> None:
-    """Plain ``executemany``: the rows already have the table's shape, and sqlite-utils'
-    per-value type conversion cost more than SQLite itself on a 10k-record import."""
+    """Insert a batch as one ``INSERT … SELECT`` from a temporary staging table.
+
+    FTS5 writes its pending terms out as a new index segment at every statement
+    savepoint, so ``executemany`` straight into ``studies`` (one statement per row, each
+    firing the FTS trigger) left thousands of one-row segments for FTS5 to merge: about
+    twice the work on a 10k-record import. Through the staging table the same triggers
+    fire inside a single statement. Plain ``executemany`` rather than sqlite-utils
+    because the rows already have the table's shape, and its per-value conversions cost
+    more than SQLite itself.
+    """
     cols = list(rows[0])
-    sql = f"INSERT INTO studies ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-    db.conn.executemany(sql, [[r[c] for c in cols] for r in rows])
+    names = ", ".join(cols)
+    # Made per batch, so it always has the table's current columns.
+    db.execute("CREATE TEMP TABLE studies_staging AS SELECT * FROM main.studies WHERE 0")
+    db.conn.executemany(
+        f"INSERT INTO temp.studies_staging ({names}) VALUES ({', '.join('?' * len(cols))})",
+        [[r[c] for c in cols] for r in rows],
+    )
+    db.execute(f"INSERT INTO main.studies ({names}) SELECT {names} FROM temp.studies_staging ORDER BY rowid")
+    db.execute("DROP TABLE temp.studies_staging")
 
 
 def existing_row(db: Database, study_id: int) -> dict[str, Any]:

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 from datafiles import FIXTURES, data_file
+from lxml import etree
 
 from harvest.models import Correction, Deletion, MeshHeading, Study
-from harvest.pubmed_xml import (
+from harvest.pubmed_xml import (  # _UnusedElementsCut: a byte-level step worth testing alone
     PubmedXMLError,
+    _UnusedElementsCut,
     normalize_doi,
     normalize_pmcid,
     parse_date_text,
@@ -46,6 +48,105 @@ def minimal_set(inner: str) -> bytes:
         '<?xml version="1.0" ?>\n<!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, 1st January 2025//EN" '
         '"https://dtd.nlm.nih.gov/ncbi/pubmed/out/pubmed_250101.dtd">\n<PubmedArticleSet>' + inner + "</PubmedArticleSet>"
     ).encode()
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference lists and history dates are cut from the bytes before libxml2 builds them
+# ----------------------------------------------------------------------------------------------
+
+
+class _ShortReads(io.RawIOBase):
+    """A stream that hands out at most ``size`` bytes per read, like a slow socket, so element
+    boundaries fall across reads at every possible place."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self._data = io.BytesIO(data)
+        self._size = size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(min(self._size, size) if size and size > 0 else self._size)
+
+
+def _read_all(stream) -> bytes:
+    out = []
+    while chunk := stream.read(32768):
+        out.append(chunk)
+    return b"".join(out)
+
+
+def _elements(xml: bytes, *, drop: tuple[str, ...] = ()) -> list[tuple]:
+    """Every element as (tag, attributes, text, tail), whitespace-trimmed, without ``drop``ped subtrees."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
+    root = etree.fromstring(xml, parser)
+    for tag in drop:
+        for elem in root.xpath(f"//{tag}[not(ancestor::{tag})]"):
+            elem.getparent().remove(elem)
+    return [(e.tag, dict(e.attrib), (e.text or "").strip(), (e.tail or "").strip()) for e in root.iter()]
+
+
+@pytest.fixture(scope="module")
+def update_file_head() -> bytes:
+    """The first ~1,600 records of the real update file (17 MB: reference lists, one nested)."""
+    with gzip.open(data_file(*UPDATE_FILE)) as fh:
+        head = fh.read(17_000_000)
+    return head[: head.rindex(b"</PubmedArticle>") + len(b"</PubmedArticle>")] + b"\n</PubmedArticleSet>\n"
+
+
+@pytest.mark.parametrize("read_size", [1_000_003, 65_536, 4_099, 97])
+def test_cut_stream_is_the_document_without_reference_lists_and_history(update_file_head, read_size):
+    head = update_file_head
+    if read_size < 1000:  # byte-sized reads: the first ~40 records are enough
+        head = head[: head.rindex(b"</PubmedArticle>", 0, 400_000) + 16] + b"\n</PubmedArticleSet>\n"
+    data = head
+    cut = _read_all(_UnusedElementsCut(_ShortReads(data, read_size)))
+    assert b"<ReferenceList" not in cut and b"<History" not in cut
+    assert cut.count(b"\n") == data.count(b"\n")  # so the parser's line numbers stay true
+    assert _elements(cut) == _elements(data, drop=("ReferenceList", "History"))
+
+
+def test_cut_handles_nesting_and_touches_only_a_records_pubmed_data():
+    data = (
+        b"<A><History>\nkept: outside PubmedData</History><PubmedData><History>\n<Year>2020</Year></History>"
+        b"<HistoryNote>kept</HistoryNote>\n<ReferenceList><Title>x</Title><ReferenceList>\n<Reference/>"
+        b"</ReferenceList>\n</ReferenceList><ArticleIdList/></PubmedData>\n<B>b</B></A>"
+    )
+    expected = (
+        b"<A><History>\nkept: outside PubmedData</History><PubmedData>\n<HistoryNote>kept</HistoryNote>\n"
+        b"\n\n<ArticleIdList/></PubmedData>\n<B>b</B></A>"
+    )
+    for size in (1, 2, 3, 5, 8, 13, len(data)):
+        assert _read_all(_UnusedElementsCut(_ShortReads(data, size))) == expected, size
+
+
+def test_error_after_a_cut_reference_list_names_the_true_line():
+    refs = "".join(f"\n<Reference><Citation>ref {i}</Citation></Reference>" for i in range(50))
+    inner = (
+        f'<PubmedArticle><MedlineCitation><PMID Version="1">1</PMID><Article><ArticleTitle>T</ArticleTitle>'
+        f"</Article></MedlineCitation><PubmedData><ReferenceList>{refs}\n</ReferenceList>\n"
+        "<ArticleIdList><ArticleId IdType='pubmed'>1</ArticleId></ArticleIdList>\n<Broken</PubmedData></PubmedArticle>"
+    )
+    data = minimal_set(inner)
+    broken_line = data[: data.index(b"<Broken")].count(b"\n") + 1
+    with pytest.raises(PubmedXMLError) as info:
+        list(parse_pubmed_xml(data))
+    assert info.value.line == broken_line == 56
+
+
+def test_truncated_inside_a_reference_list_is_still_an_error_and_keeps_earlier_records(update_file_head):
+    start = 0
+    for _ in range(50):  # a reference list after the first 50 records
+        start = update_file_head.index(b"<PubmedArticle>", start) + 1
+    first_list = update_file_head.index(b"<ReferenceList>", start)
+    cut_at = update_file_head.index(b"</Reference>", first_list)  # mid-list: the cut never completes
+    records_before = update_file_head[:first_list].count(b"</PubmedArticle>")
+    seen = []
+    with pytest.raises(PubmedXMLError, match="line"):
+        for record in parse_pubmed_xml(update_file_head[:cut_at]):
+            seen.append(record.pmid)
+    assert len(seen) == records_before > 0
 
 
 # ----------------------------------------------------------------------------------------------
