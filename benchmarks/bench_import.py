@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,22 +56,37 @@ def child(mode: str, db: Path) -> dict:
     return json.loads(out.stdout)
 
 
+def best_of(runs: list[dict]) -> dict:
+    """The fastest run's figures, with the highest RSS of all: on a shared VM a run is only
+    ever slowed down by others, so the minimum is the least noisy estimate."""
+    best = dict(min(runs, key=lambda r: r["seconds"]))
+    best["rss_mb"] = max(r["rss_mb"] for r in runs)
+    best["median"] = statistics.median(r["seconds"] for r in runs)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of all four steps (default 3)")
     args = parser.parse_args()
     if not DATA.exists():
         sys.exit(f"{DATA} not found (see ../shared/data/README.md)")
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.db"
-        parse = child("parse", db)
-        first = child("import", db)
-        second = child("import", db)
-        forced = child("force", db)
+    steps: dict[str, list[dict]] = {"parse": [], "first": [], "second": [], "force": []}
+    for _ in range(args.repeat):  # rounds interleave the steps, so load hits them alike
+        with tempfile.TemporaryDirectory() as tmp:
+            db = Path(tmp) / "bench.db"
+            for step, mode in (("parse", "parse"), ("first", "import"), ("second", "import"),
+                               ("force", "force")):  # fmt: skip
+                steps[step].append(child(mode, db))
+    parse, first, second, forced = (best_of(steps[k]) for k in ("parse", "first", "second", "force"))
     n = first["found"]
+    rate = n / first["seconds"]
     rows = [
-        ("parse only (no database)", parse, "-"),
-        ("first import (empty database)", first, "target >= 5,000 records/s, <= 300 MB"),
+        ("parse only (no database)", parse, "the same parser with no database: the floor"),
+        ("first import (empty database)", first,
+         f"target >= 5,000 records/s: {'met' if rate >= 5000 else 'MISSED'}; <= 300 MB: "
+         f"{'met' if first['rss_mb'] <= 300 else 'MISSED'}"),
         ("second import (same file)", second,
          f"{first['seconds'] / second['seconds']:.0f}x faster than the first (target >= 2x): "
          f"skipped={second['skipped']}, the file's SHA-1 was imported before; new rows 0"),
@@ -82,15 +98,19 @@ def main() -> None:
     lines = [
         "# `harvest import` benchmark",
         "",
-        f"File: `{DATA.name}` ({n:,} records incl. repeats). Machine: 2 cores. "
-        "Each step is a fresh process; RSS is that process's peak.",
+        f"File: `{DATA.name}` ({n:,} records incl. repeats). Machine: 2 CPUs (a shared VM whose "
+        f"speed varies by tens of percent from minute to minute). {args.repeat} rounds of the four "
+        "steps; each step is a fresh process. Seconds and records/s are the best round, with the "
+        "median beside it; RSS is the highest peak of any round (the import process or its parser "
+        "worker, whichever is larger).",
         "",
-        "| step | seconds | records/s | peak RSS (MB) | note |",
-        "|---|---|---|---|---|",
+        "| step | best s | median s | records/s (best) | peak RSS (MB) | note |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for label, r, note in rows:
         lines.append(
-            f"| {label} | {r['seconds']:.2f} | {n / r['seconds']:,.0f} | {r['rss_mb']:.0f} | {note} |"
+            f"| {label} | {r['seconds']:.2f} | {r['median']:.2f} | {n / r['seconds']:,.0f} "
+            f"| {r['rss_mb']:.0f} | {note} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

@@ -296,6 +296,10 @@ def resolve(db: Database, row: dict[str, Any]) -> dict[str, Any] | None:
         hit = db.execute("SELECT id FROM studies WHERE pmid = ?", [row["pmid"]]).fetchone()
         if hit:
             return existing_row(db, hit[0])
+        # Past its own PMID, a PubMed record can only absorb a feed-only row (by DOI or
+        # title); without any, one indexed look-up spares the rest on a bulk import.
+        if db.execute("SELECT 1 FROM studies WHERE pmid IS NULL LIMIT 1").fetchone() is None:
+            return None
     if row.get("doi"):
         for hit in db.execute(
             "SELECT id, pmid FROM studies WHERE doi = ? ORDER BY pmid IS NULL, id", [row["doi"]]

@@ -27,7 +27,9 @@ from harvest.pubmed_xml import PubmedXMLError, parse_pubmed_xml
 # Called with the ids of new or revised studies inside the batch transaction (tagging).
 OnChanged = Callable[[Database, list[int]], Any]
 
-IMPORT_BATCH = 2000
+# Small enough that the writer starts soon after the parser and waits little for the last
+# batch; large enough that FTS5 writes a few dozen index segments per 10k records, not more.
+IMPORT_BATCH = 500
 
 
 @dataclass

@@ -24,8 +24,9 @@ from harvest import store
 pytestmark = pytest.mark.slow
 
 # Studies stored after each committed import batch of the 10k update file (batches of
-# 2,000 records; one PMID appears twice in the file, so the fifth batch adds 1,999).
-BATCH_BOUNDARIES = {0, 2000, 4000, 6000, 8000, 9999, 10362}
+# 500 records; one PMID appears twice in the file, at records 1,999 and 9,433, so the batch
+# holding the second adds 499).
+BATCH_BOUNDARIES = {*range(0, 9001, 500), 9499, 9999, 10362}
 
 CONFIG = """
 [ncbi]
