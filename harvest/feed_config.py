@@ -77,12 +77,16 @@ class Feed:
         return f"feed:{self.name}"
 
 
+_FETCH_DEFAULTS = FetchLimits()
+
+
 @dataclass(frozen=True)
 class FeedOptions:
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    max_seconds: float = 60.0
-    max_bytes: int = 20 * 1024 * 1024
+    # The fetch limits default to the fetcher's own, so the two never drift apart.
+    connect_timeout: float = _FETCH_DEFAULTS.connect_timeout
+    read_timeout: float = _FETCH_DEFAULTS.read_timeout
+    max_seconds: float = _FETCH_DEFAULTS.max_seconds
+    max_bytes: int = _FETCH_DEFAULTS.max_bytes
     gone_after: int = 2
     expected_hours: int = 26
     upgrade_batch: int = 50
