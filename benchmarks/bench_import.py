@@ -68,7 +68,7 @@ def best_of(runs: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of all four steps (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of all four steps (default 5)")
     args = parser.parse_args()
     if not DATA.exists():
         sys.exit(f"{DATA} not found (see ../shared/data/README.md)")
