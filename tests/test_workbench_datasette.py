@@ -183,6 +183,21 @@ def test_renderers_match_the_exporter(ds: Datasette, db_path: Path, ext: str, fm
         assert r.text == export.render(fmt, records)
 
 
+def test_table_export_is_the_whole_filtered_table_not_the_page(ds: Datasette, db_path: Path) -> None:
+    # Three rows a page: the export must follow Datasette's pages, as its CSV "all rows" does.
+    r = get(ds, "/evidence/studies_tagged.ris?design=rct&_size=3")
+    assert r.status_code == 200
+    ids = [row["id"] for row in rows(ds, "/evidence/studies_tagged.json?design=rct")]
+    assert len(ids) > 3
+    from harvest.store import open_db
+
+    db = open_db(db_path)
+    try:
+        assert r.text == export.render("ris", export.load_records(db, ids))
+    finally:
+        db.conn.close()
+
+
 def test_renderer_links_only_where_rows_are_studies(ds: Datasette) -> None:
     assert 'href="/evidence/studies_tagged.ris"' in get(ds, "/evidence/studies_tagged").text
     assert ".ris" not in get(ds, "/evidence/runs").text
