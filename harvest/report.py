@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harvest import synthesis
+from harvest import shared_dir, synthesis
 from harvest.store import StoreError, open_db
 from harvest.synthesis import Cell, Study, Synthesis, label
 
@@ -258,8 +258,8 @@ def rules_html() -> Html:
 
 
 def notebooks_dir() -> Path:
-    """The project's ``notebooks/`` folder (beside the package in a checkout)."""
-    return Path(__file__).resolve().parents[1] / "notebooks"
+    """The project's ``notebooks/`` folder (see :func:`harvest.shared_dir`)."""
+    return shared_dir("notebooks")
 
 
 def _read(path: Path) -> Any:

@@ -17,9 +17,10 @@ from typing import Any
 
 import yaml
 
+from harvest import shared_dir
 from harvest.store import open_db
 
-REPO_DB_DIR = Path(__file__).resolve().parents[1] / "db"
+REPO_DB_DIR = shared_dir("db")
 DEFAULT_METADATA = REPO_DB_DIR / "metadata.yml"
 DEFAULT_PLUGINS_DIR = REPO_DB_DIR / "plugins"
 # The name db/metadata.yml uses for the database; re-keyed to the served file's name.
