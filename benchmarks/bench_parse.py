@@ -206,8 +206,8 @@ def render(plain: Path, ours: dict, ours_gz: dict, entrez: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=5, help="runs of our parser (best time kept)")
-    parser.add_argument("--entrez-repeat", type=int, default=3, help="runs of Bio.Entrez.read (~12 s each)")
+    parser.add_argument("--repeat", type=int, default=9, help="runs of our parser (best time kept)")
+    parser.add_argument("--entrez-repeat", type=int, default=5, help="runs of Bio.Entrez.read (~10 s each)")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
