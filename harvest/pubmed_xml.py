@@ -2,11 +2,14 @@
 
 Why a parser of our own rather than ``Bio.Entrez.read``: the update files are ~100 MB each and
 ``Entrez.read`` builds the whole document in memory and needs the exact DTD version on disk (or the
-network). Here lxml's ``iterparse`` hands us one record at a time, we map it to a
-:class:`~harvest.models.Study` and throw the subtree away, so memory stays flat and no DTD is ever
-read. The input is untrusted (it crosses the network), so entities are never expanded from outside
-the document and a document that declares its own entities is refused outright: real PubMed XML
-never does.
+network). Here the bytes stream through in small pieces: the parts of a record the store never
+reads are cut out (:class:`_UnusedElementsCut`), libxml2 (through lxml) parses a few dozen whole
+records at a time, each is mapped to a :class:`~harvest.models.Study`, and the tree is thrown
+away, so memory stays flat and no DTD is ever read. ``iterparse`` streams anything that is not
+in that shape, and replays a block that fails to find the records before the fault and its
+position (:func:`_iter_records`). The input is untrusted (it crosses the network), so entities
+are never expanded from outside the document and a document that declares its own entities is
+refused outright: real PubMed XML never does.
 """
 
 from __future__ import annotations
