@@ -198,6 +198,25 @@ def test_table_export_is_the_whole_filtered_table_not_the_page(ds: Datasette, db
         db.conn.close()
 
 
+def test_query_export_is_not_cut_at_max_returned_rows(db_path: Path) -> None:
+    meta = serve.build_metadata(serve.DEFAULT_METADATA, "evidence")
+    small = Datasette([str(db_path)], metadata=meta, plugins_dir=str(serve.DEFAULT_PLUGINS_DIR),
+                      settings={"max_returned_rows": 3})  # fmt: skip
+    page = get(small, "/evidence/latest_rcts.json?intervention=&_shape=objects").json()
+    assert page["truncated"] and len(page["rows"]) == 3  # what the query page shows
+    r = get(small, "/evidence/latest_rcts.ris?intervention=")
+    want = expected(db_path, """SELECT id FROM studies_tagged WHERE design = 'rct'
+                                ORDER BY year DESC, pub_date DESC, id DESC LIMIT 100""")
+    assert len(want) > 3
+    from harvest.store import open_db
+
+    db = open_db(db_path)
+    try:
+        assert r.text == export.render("ris", export.load_records(db, want))
+    finally:
+        db.conn.close()
+
+
 def test_renderer_links_only_where_rows_are_studies(ds: Datasette) -> None:
     assert 'href="/evidence/studies_tagged.ris"' in get(ds, "/evidence/studies_tagged").text
     assert ".ris" not in get(ds, "/evidence/runs").text

@@ -37,8 +37,8 @@ def _can_render(columns: list[str], table: str | None) -> bool:
     return _id_column(columns) is not None
 
 
-# A table or view export follows Datasette's pages up to this many rows (the evidence base
-# holds a few thousand studies); a SQL query's rows stop at max_returned_rows.
+# An export holds up to this many rows (the evidence base holds a few thousand studies): a
+# table or view export follows Datasette's pages, a query's is re-run without its row cap.
 MAX_EXPORT_ROWS = 50_000
 
 
@@ -57,6 +57,16 @@ async def _remaining_keys(datasette: Any, request: Any, col: str, token: str | N
     return keys
 
 
+async def _all_query_keys(datasette: Any, database: str, query: dict[str, Any], col: str) -> list[Any]:
+    """A query's id column without Datasette's max_returned_rows cut (same SQL, same
+    parameters, same time limit): a reading list should not silently stop at row 1,000."""
+    results = await datasette.get_database(database).execute(
+        query["sql"], query.get("params") or {}, truncate=False
+    )
+    keys = [row[col] for row in results.rows if row[col] is not None]
+    return keys[:MAX_EXPORT_ROWS]
+
+
 def _make_render(fmt: str):
     # Datasette passes only the arguments a callback names (no **kwargs)
     async def render(datasette: Any, database: str, columns: list[str], rows: list[Any],
@@ -67,7 +77,10 @@ def _make_render(fmt: str):
             return Response.text("these rows have no study id column (id, study_id or pmid)",
                                  status=400)
         keys = [row[col] for row in rows if row[col] is not None]
-        keys += await _remaining_keys(datasette, request, col, data.get("next"))
+        if data.get("next"):
+            keys += await _remaining_keys(datasette, request, col, data.get("next"))
+        elif data.get("truncated") and data.get("query"):
+            keys = await _all_query_keys(datasette, database, data["query"], col)
         name = query_name or table or "query"
 
         def load(conn: Any) -> str:
