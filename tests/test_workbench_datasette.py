@@ -217,6 +217,13 @@ def test_query_export_is_not_cut_at_max_returned_rows(db_path: Path) -> None:
         db.conn.close()
 
 
+def test_an_atom_alert_feed_holds_the_page_only(ds: Datasette) -> None:
+    from lxml import etree
+
+    feed = etree.fromstring(get(ds, "/evidence/studies_tagged.atom?design=rct&_size=3").content)
+    assert len(feed.findall("{http://www.w3.org/2005/Atom}entry")) == 3
+
+
 def test_renderer_links_only_where_rows_are_studies(ds: Datasette) -> None:
     assert 'href="/evidence/studies_tagged.ris"' in get(ds, "/evidence/studies_tagged").text
     assert ".ris" not in get(ds, "/evidence/runs").text

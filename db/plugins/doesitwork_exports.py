@@ -77,9 +77,10 @@ def _make_render(fmt: str):
             return Response.text("these rows have no study id column (id, study_id or pmid)",
                                  status=400)
         keys = [row[col] for row in rows if row[col] is not None]
-        if data.get("next"):
-            keys += await _remaining_keys(datasette, request, col, data.get("next"))
-        elif data.get("truncated") and data.get("query"):
+        # A reading list holds every row selected; an alert feed is the page, newest first.
+        if fmt != "atom" and data.get("next"):
+            keys += await _remaining_keys(datasette, request, col, data["next"])
+        elif fmt != "atom" and data.get("truncated") and data.get("query"):
             keys = await _all_query_keys(datasette, database, data["query"], col)
         name = query_name or table or "query"
 
