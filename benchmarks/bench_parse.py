@@ -25,6 +25,7 @@ import platform
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -132,15 +133,22 @@ def run_worker(kind: str, path: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def interleaved(jobs: dict[str, tuple[str, Path, int]]) -> dict[str, dict]:
+def interleaved(jobs: dict[str, tuple[str, Path, int]]) -> dict[str, list[dict]]:
     """Run each job its number of times, round-robin, so that load from other processes on a shared
-    machine falls on all parsers alike; keep each job's best times."""
+    machine falls on all parsers alike; every run, in round order."""
     runs: dict[str, list[dict]] = {name: [] for name in jobs}
     for round_ in range(max(repeat for _, _, repeat in jobs.values())):
         for name, (kind, path, repeat) in jobs.items():
             if round_ < repeat:
                 runs[name].append(run_worker(kind, path))
-    return {name: best(found) for name, found in runs.items()}
+    return runs
+
+
+def paired_ratios(ours: list[dict], entrez: list[dict]) -> list[float]:
+    """Bio.Entrez's CPU time over ours within each round. This VM's speed drifts by tens of
+    percent over minutes, so best-of-N for each parser can pair a fast minute with a slow one;
+    runs seconds apart see the same machine, and their median ratio is the stable figure."""
+    return [e["cpu"] / o["cpu"] for o, e in zip(ours, entrez, strict=False) if o["cpu"] and e["cpu"]]
 
 
 def best(runs: list[dict]) -> dict:
@@ -156,7 +164,7 @@ def mib(kib: int) -> str:
     return f"{kib / 1024:.0f} MiB"
 
 
-def render(plain: Path, ours: dict, ours_gz: dict, entrez: dict) -> str:
+def render(plain: Path, ours: dict, ours_gz: dict, entrez: dict, ratios: list[float]) -> str:
     def rate(r: dict) -> float:
         return r["articles"] / r["seconds"] if r["seconds"] else 0.0
 
@@ -186,12 +194,14 @@ def render(plain: Path, ours: dict, ours_gz: dict, entrez: dict) -> str:
         )
     # Judged on CPU time: on a shared machine wall time also counts waiting for the CPU, which
     # inflated a 10.7 s CPU Bio.Entrez run to 15 s wall in one run here.
-    verdict = "meets" if cpu_ratio >= TARGET_RATIO else "MISSES"
+    median = statistics.median(ratios) if ratios else float("nan")
+    verdict = "meets" if median >= TARGET_RATIO else "MISSES"
     lines += [
         "",
-        f"**Speed-up: {cpu_ratio:.1f}x by CPU time** ({ratio:.1f}x by wall time) over `Bio.Entrez.read` on the "
-        f"same decompressed file: {verdict} the ≥ {TARGET_RATIO:.0f}x target (judged on CPU time, which waiting "
-        "for a shared CPU does not inflate).",
+        f"**Speed-up: {median:.1f}x by CPU time, the median of {len(ratios)} rounds** (each round runs both "
+        f"parsers seconds apart; range {min(ratios, default=0):.1f}x to {max(ratios, default=0):.1f}x): "
+        f"{verdict} the ≥ {TARGET_RATIO:.0f}x target. Best run against best run: {cpu_ratio:.1f}x by CPU "
+        f"time, {ratio:.1f}x by wall time. CPU time, because waiting for a shared CPU does not inflate it.",
         "",
         f"Bio.Entrez DTDs read from Biopython's bundled copies: {', '.join(entrez['dtds_opened']) or 'none'}; "
         f"DTD downloads attempted: {len(entrez['dtd_downloads_attempted'])}"
@@ -226,7 +236,8 @@ def main() -> None:
                 "entrez": ("entrez", plain, args.entrez_repeat),
             }
         )
-        table = render(plain, results["ours"], results["ours_gz"], results["entrez"])
+        ratios = paired_ratios(results["ours"], results["entrez"])
+        table = render(plain, *(best(results[k]) for k in ("ours", "ours_gz", "entrez")), ratios)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(table)
     print(table)

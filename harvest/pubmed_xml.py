@@ -2,14 +2,12 @@
 
 Why a parser of our own rather than ``Bio.Entrez.read``: the update files are ~100 MB each and
 ``Entrez.read`` builds the whole document in memory and needs the exact DTD version on disk (or the
-network). Here the bytes stream through in small pieces: the parts of a record the store never
-reads are cut out (:class:`_UnusedElementsCut`), libxml2 (through lxml) parses a few dozen whole
-records at a time, each is mapped to a :class:`~harvest.models.Study`, and the tree is thrown
-away, so memory stays flat and no DTD is ever read. ``iterparse`` streams anything that is not
-in that shape, and replays a block that fails to find the records before the fault and its
-position (:func:`_iter_records`). The input is untrusted (it crosses the network), so entities
-are never expanded from outside the document and a document that declares its own entities is
-refused outright: real PubMed XML never does.
+network). Here the bytes stream through in small pieces, the parts of a record the store never
+reads are cut out first (:class:`_UnusedElementsCut`), and lxml's ``iterparse`` hands us one
+record at a time: we map it to a :class:`~harvest.models.Study` and throw the subtree away, so
+memory stays flat and no DTD is ever read. The input is untrusted (it crosses the network), so
+entities are never expanded from outside the document and a document that declares its own
+entities is refused outright: real PubMed XML never does.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from lxml import etree
 
@@ -51,7 +49,6 @@ _ROOT_TAGS = ("PubmedArticleSet", "PubmedBookArticleSet")
 _EVENT_TAGS = ("PubmedArticle", "PubmedBookArticle", "DeleteCitation")
 _MATHML_PREFIX = "{http://www.w3.org/1998/Math/MathML}"
 _LXML_POSITION_SUFFIX = re.compile(r",? line \d+, column \d+$")
-_LINE_IN_MESSAGE = re.compile(r"\bline (\d+)")
 
 _MONTHS = {
     name: number
@@ -370,166 +367,21 @@ def _peek(raw: BinaryIO, size: int) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
-# Block parsing (see _iter_records).
-_ROOT_START, _ROOT_END = b"<PubmedArticleSet>", b"</PubmedArticleSet>"
-_BLOCK_END = b"<BlockEnd/>"  # appended to a block, so libxml2 reports the line it ends on
-_RECORD_ENDS = (b"</PubmedArticle>", b"</PubmedBookArticle>", b"</DeleteCitation>")
-_BLOCK = 1 << 18  # bytes of whole records parsed at once (~25 records; larger blocks were slower)
-_MAX_BLOCK = 8 << 20  # no record end in this much: not PubMed's shape, stream the rest
-_MAX_HEAD = 1 << 16  # the prolog and root start tag come within this
-_PARSER_OPTIONS: dict[str, Any] = {
-    "resolve_entities": False,  # entity references stay unexpanded nodes (we drop them)
-    "no_network": True,
-    "load_dtd": False,  # the DOCTYPE may name any DTD version; we never read it
-    "dtd_validation": False,
-    "huge_tree": False,  # keep libxml2's depth/size/amplification limits
-    "remove_comments": True,
-    "remove_pis": True,
-}
-
-
 def _iter_records(stream: BinaryIO, label: str) -> Iterator[Study | Deletion]:
-    """Parse whole blocks of records, falling back to streaming where a block will not do.
-
-    Why blocks: ``iterparse`` intercepts every element's start and end to find the records
-    (about a sixth of its work on NLM's files); a plain libxml2 parse of ~256 KB of whole
-    records at a time, whose tree is dropped at once, takes the parser ~12% fewer
-    instructions (~5% less time here). Each block is parsed behind the document's own prolog
-    (so its DOCTYPE still excuses undeclared entities) and starts at a line start, so an
-    error's line maps back to the file's.
-    Streaming (:func:`_stream_records`) stays the authority on bad input: a block that
-    fails is replayed through it, which yields the records before the fault and reports
-    where it is; input that does not open like PubMed XML is streamed from the start.
-    """
-    head, rest = _read_head(stream)
-    if head is None or not _head_is_plain_pubmed(head, label):
-        yield from _stream_records(_Rejoined((head or b"") + rest, stream), label)  # type: ignore[arg-type]
-        return
-    lines = head.count(b"\n")  # newlines in the file before the current block
-    count = 0
-    prolog = head  # the first block follows the head exactly; later ones start a line
-    while True:
-        block, rest, last, failure = _next_block(stream, rest)
-        lines_before = lines - prolog.count(b"\n")  # maps a line of prolog + block to the file's
-        if block is None:  # no record end in _MAX_BLOCK bytes
-            yield from _stream_records(_Rejoined(prolog + rest, stream), label,  # type: ignore[arg-type]
-                                       lines_before=lines_before, count_before=count)  # fmt: skip
-            return
-        parts = (prolog, block) if last else (prolog, block, _BLOCK_END, _ROOT_END)
-        try:
-            elems = list(_parse_block(parts))
-        except etree.XMLSyntaxError:  # replayed: the records before the fault, then the error
-            elems = []
-            for record in _stream_records(io.BytesIO(b"".join(parts)), label,
-                                          lines_before=lines_before, count_before=count):  # fmt: skip
-                count += 1
-                yield record
-        # libxml2 has counted the block's lines: the end marker sits on the line after its last.
-        block_lines = elems.pop().sourceline - prolog.count(b"\n") - 1 if elems and not last else None
-        records = [r for elem in elems for r in _records_of(elem)]
-        count += len(records)
-        yield from records
-        if failure is not None:
-            raise PubmedXMLError(label, f"unreadable input after {count} records: {failure}") from failure
-        if last:
-            return
-        lines += block.count(b"\n") if block_lines is None else block_lines
-        prolog = head if head.endswith(b"\n") else head + b"\n"
-
-
-def _block_parser() -> etree.XMLParser:
-    # A fresh parser per block: its error log then holds only this block's errors.
-    return etree.XMLParser(**_PARSER_OPTIONS)
-
-
-def _parse_block(parts: tuple[bytes, ...]) -> etree._Element:
-    """The root of one block's document, fed in its parts (no copy of the block)."""
-    parser = _block_parser()
-    for part in parts:
-        parser.feed(part)
-    return parser.close()
-
-
-def _read_head(stream: BinaryIO) -> tuple[bytes | None, bytes]:
-    """(prolog through the root start tag and its line end, the bytes read after it), or
-    (None, everything read) when no ``<PubmedArticleSet>`` opens the first ``_MAX_HEAD`` bytes."""
-    data = b""
-    while len(data) < _MAX_HEAD:
-        chunk = stream.read(_MAX_HEAD)
-        if not chunk:
-            break
-        data += chunk
-        at = data.find(_ROOT_START)
-        if at >= 0:
-            end = at + len(_ROOT_START)
-            for line_end in (b"\n", b"\r\n"):
-                if data.startswith(line_end, end):
-                    end += len(line_end)
-                    break
-            return data[:end], data[end:]
-    return None, data
-
-
-def _head_is_plain_pubmed(head: bytes, label: str) -> bool:
-    """Whether the prolog parses with our root; refuses declared entities before any record."""
-    try:
-        root = etree.fromstring(head + _ROOT_END, _block_parser())
-    except etree.XMLSyntaxError:
-        return False  # streaming reports it properly
-    _refuse_declared_entities(root, label)
-    return root.tag == "PubmedArticleSet"
-
-
-def _next_block(stream: BinaryIO, data: bytes) -> tuple[bytes | None, bytes, bool, BaseException | None]:
-    """(block, rest, is_last, read_failure): the next block of whole records after ``data``
-    (bytes already read) and what was read past it.
-
-    A block ends after a record's end tag and the newline that follows it. A read that
-    fails (a corrupt gzip stream) ends the input, but the whole records before it still
-    form a block. ``block`` is None when ``_MAX_BLOCK`` bytes hold no record end.
-    """
-    pieces, size = [data], len(data)  # joined once per block: reads come in small pieces
-    while True:
-        try:
-            chunk = stream.read(_BLOCK)
-        except _CORRUPT_INPUT as exc:
-            data = b"".join(pieces)
-            end = _last_record_end(data)
-            return data[:end], b"", False, exc
-        if not chunk:
-            return b"".join(pieces), b"", True, None
-        pieces.append(chunk)
-        size += len(chunk)
-        if size < _BLOCK:
-            continue
-        data = b"".join(pieces)
-        end = _last_record_end(data)
-        if end:
-            return data[:end], data[end:], False, None
-        if size > _MAX_BLOCK:
-            return None, data, False, None
-        pieces = [data]
-
-
-def _last_record_end(data: bytes) -> int:
-    """Offset just past a late "record end tag, line end" in ``data`` (the last one of the
-    first kind found: any will do, and one search from the end is cheap), or 0."""
-    for tag in _RECORD_ENDS:
-        for line_end in (b"\n", b"\r\n"):
-            at = data.rfind(tag + line_end)
-            if at >= 0:
-                return at + len(tag) + len(line_end)
-    return 0
-
-
-def _stream_records(
-    stream: BinaryIO, label: str, *, lines_before: int = 0, count_before: int = 0
-) -> Iterator[Study | Deletion]:
-    """Stream records with ``iterparse``, one at a time; positions in errors are shifted by
-    ``lines_before`` (the lines of the file before ``stream``'s first block)."""
-    parser = etree.iterparse(stream, events=("end",), tag=_EVENT_TAGS, **_PARSER_OPTIONS)
+    parser = etree.iterparse(
+        stream,
+        events=("end",),
+        tag=_EVENT_TAGS,
+        resolve_entities=False,  # entity references stay unexpanded nodes (we drop them)
+        no_network=True,
+        load_dtd=False,  # the DOCTYPE may name any DTD version; we never read it
+        dtd_validation=False,
+        huge_tree=False,  # keep libxml2's depth/size/amplification limits
+        remove_comments=True,
+        remove_pis=True,
+    )
     events = iter(parser)
-    count = count_before
+    count = 0
     doctype_checked = False
     while True:
         try:
@@ -537,7 +389,7 @@ def _stream_records(
         except StopIteration:
             break
         except etree.XMLSyntaxError as exc:
-            raise _syntax_error(label, exc, parser.error_log, lines_before) from exc
+            raise _syntax_error(label, exc, parser.error_log) from exc
         except _CORRUPT_INPUT as exc:
             # gzip raises these for a truncated or corrupt stream; the XML parser never saw the end.
             raise PubmedXMLError(label, f"unreadable input after {count} records: {exc}") from exc
@@ -559,9 +411,7 @@ def _records_of(elem: etree._Element) -> list[Study | Deletion]:
         return [_article(elem)]
     if tag == "PubmedBookArticle":
         return [_book_article(elem)]
-    if tag == "DeleteCitation":
-        return [Deletion(pmid) for pmid in _texts(elem.iterchildren("PMID"))]
-    return []  # anything else a PubmedArticleSet might hold is not a record
+    return [Deletion(pmid) for pmid in _texts(elem.iterchildren("PMID"))]  # DeleteCitation
 
 
 def _release(elem: etree._Element) -> None:
@@ -601,9 +451,7 @@ def _check_root(root: etree._Element | None, label: str) -> None:
     raise PubmedXMLError(label, message, line=root.sourceline)
 
 
-def _syntax_error(
-    label: str, exc: etree.XMLSyntaxError, log: etree._ListErrorLog, lines_before: int = 0
-) -> PubmedXMLError:
+def _syntax_error(label: str, exc: etree.XMLSyntaxError, log: etree._ListErrorLog) -> PubmedXMLError:
     """Report the first real error libxml2 logged: the exception text is sometimes a knock-on
     ("no element found (line 0)") rather than the cause."""
     first = next((entry for entry in log if entry.level >= etree.ErrorLevels.ERROR), None)
@@ -612,9 +460,6 @@ def _syntax_error(
     else:
         line, column = exc.position if exc.position else (None, None)
         message = _LXML_POSITION_SUFFIX.sub("", exc.msg or str(exc))
-    if lines_before:  # the position, and any line libxml2 names in its message ("... line 12")
-        line = line + lines_before if line else line
-        message = _LINE_IN_MESSAGE.sub(lambda m: f"line {int(m[1]) + lines_before}", message)
     if line:
         return PubmedXMLError(
             label, f"malformed XML at line {line}, column {column}: {message}", line=line, column=column
@@ -923,14 +768,7 @@ def _article(record: etree._Element) -> Study:
     article = cited.get("Article")
     if article is None:
         article = etree.Element("Article")
-    fields: dict[str, etree._Element] = {}
-    languages: list[etree._Element] = []
-    for child in article:  # one pass: the index, and Language, which may repeat
-        tag = child.tag
-        if tag == "Language":
-            languages.append(child)
-        elif tag not in fields:
-            fields[tag] = child
+    fields = _index(article)
     journal = _index(fields.get("Journal"))
     issue = _index(journal.get("JournalIssue"))
     pmid, version = _pmid(cited.get("PMID"))
@@ -948,7 +786,7 @@ def _article(record: etree._Element) -> Study:
         pub_date=pub_date,
         year=_year(pub_date),
         authors=_authors(article),
-        languages=_texts(languages),
+        languages=_texts(article.iterchildren("Language")),
         publication_types=_texts(_children(fields.get("PublicationTypeList"), "PublicationType")),
         mesh=_mesh(cited.get("MeshHeadingList")),
         keywords=_keywords(citation),
