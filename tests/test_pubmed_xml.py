@@ -7,6 +7,7 @@ import collections
 import gzip
 import io
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -160,6 +161,39 @@ def test_an_error_mid_file_keeps_the_records_before_it_and_its_true_line(update_
     assert info.value.line == broken[:at].count(b"\n") + 1
     assert "ArticleTitel" in info.value.reason
     assert len(records) == broken[:at].count(b"</PubmedArticle>") > 500  # every whole record before it
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("after", [b"", b"\n", b"\n<PubmedArticle>\n<MedlineCitation Status"])
+def test_a_file_cut_after_a_record_keeps_that_record(update_file_head, after, gz):
+    """Records are mapped when the next one starts; a file cut right after a record's end tag
+    (or anywhere in the next record) still yields every whole record before the cut."""
+    end = update_file_head.index(b"</PubmedArticle>", len(update_file_head) // 3) + len(b"</PubmedArticle>")
+    data = update_file_head[:end] + after
+    data = gzip.compress(data) if gz else data
+    seen = []
+    with pytest.raises(PubmedXMLError, match="malformed XML at line"):
+        for record in parse_pubmed_xml(data):
+            seen.append(record.pmid)
+    assert len(seen) == update_file_head[:end].count(b"</PubmedArticle>") > 400
+
+
+def test_records_with_no_whitespace_between_them(update_file_head):
+    """Minified XML: nothing between records, so only the next record's start closes one."""
+    head = update_file_head[: update_file_head.index(b"</PubmedArticle>", 200_000) + 16]
+    minified = re.sub(rb">\s+<", b"><", head)
+    whole = list(parse_pubmed_xml(minified + b"</PubmedArticleSet>"))
+    assert [s.pmid for s in whole] == [s.pmid for s in parse_pubmed_xml(head + b"</PubmedArticleSet>")]
+    cut = _until_error(minified)
+    assert [s.pmid for s in cut] == [s.pmid for s in whole]  # cut after the last end tag: all kept
+
+
+def _until_error(data: bytes) -> list:
+    seen = []
+    with pytest.raises(PubmedXMLError):
+        for record in parse_pubmed_xml(data):
+            seen.append(record)
+    return seen
 
 
 # ----------------------------------------------------------------------------------------------
