@@ -184,13 +184,6 @@ def _hash(row: dict[str, Any]) -> str:
     return hashlib.sha1(repr(tuple([row.get(k) for k in _MERGE_FIELDS])).encode()).hexdigest()
 
 
-def with_content_hash(row: dict[str, Any]) -> dict[str, Any]:
-    """``row`` with its ``content_hash`` filled in, which :func:`save_studies` then trusts
-    (the importer's parsing worker computes it, off the writer's critical path)."""
-    row["content_hash"] = _hash(row)
-    return row
-
-
 @dataclass
 class SaveResult:
     """What a batch did: counts for the run row, and the ids a tagger must revisit."""
@@ -247,8 +240,7 @@ def save_rows(
     now: str | None = None,
     resolve: Resolver | None = None,
 ) -> SaveResult:
-    """:func:`save_studies` for rows already made by :func:`study_to_row` (optionally
-    carrying their ``content_hash`` from :func:`with_content_hash`); the rows are consumed."""
+    """:func:`save_studies` for rows already made by :func:`study_to_row`; the rows are consumed."""
     now = now or utcnow()
     result = SaveResult()
     if not rows:
@@ -260,8 +252,7 @@ def save_rows(
         if old is None and resolve is not None:
             old = resolve(db, row)
         if old is None:
-            if "content_hash" not in row:
-                row["content_hash"] = _hash(row)
+            row["content_hash"] = _hash(row)
             row["first_seen"] = row["last_updated"] = now
             inserts.append(row)
             continue
