@@ -187,7 +187,9 @@ def bench_design(rs: RuleSet, corpus: list[dict[str, Any]], topic: list[dict[str
         f"Records: {len(pairs_corpus)} from `pubmed21n1298-even.xml.gz` and the E-utilities efetch replies "
         f"({n_typed} carry a design-bearing publication type; the rest are `{UNTYPED}`: only "
         f"\"Journal Article\", so any prediction on them counts as a false positive), plus "
-        f"{len(pairs_topic)} topic records whose title states RCT / systematic review / meta-analysis. "
+        f"{len(pairs_topic)} topic records labelled RCT / systematic review / meta-analysis in "
+        "`labels/topic_labels.csv` (from the title, and from publication types where the record's "
+        "source shows them: 2 RCTs and 2 Cochrane reviews have no design word in their title). "
         "The classifier sees title, abstract, keywords and journal only. "
         "Ground truth: the first matching entry of `harvest/rules/design.toml` `[[pubtype]]`.",
         "",
