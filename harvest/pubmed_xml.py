@@ -522,6 +522,13 @@ def _index(elem: etree._Element | None) -> dict[str, etree._Element]:
     return index
 
 
+def _all(index: dict[str, etree._Element], tag: str) -> list[etree._Element]:
+    """Every child with ``tag``, starting from the first one :func:`_index` found: cheaper
+    than ``iterchildren(tag)`` because most such tags occur once or not at all."""
+    first = index.get(tag)
+    return [] if first is None else [first, *first.itersiblings(tag)]
+
+
 def _children(elem: etree._Element | None, tag: str) -> Iterator[etree._Element]:
     return iter(()) if elem is None else elem.iterchildren(tag)
 
@@ -750,8 +757,8 @@ def _mesh(heading_list: etree._Element | None) -> list[MeshHeading]:
     return headings
 
 
-def _keywords(owner: etree._Element) -> list[str]:
-    return [text for keywords in owner.iterchildren("KeywordList") for text in _texts(keywords.iterchildren("Keyword"))]
+def _keywords(keyword_lists: Iterable[etree._Element]) -> list[str]:
+    return [text for keywords in keyword_lists for text in _texts(keywords.iterchildren("Keyword"))]
 
 
 def _corrections(links: etree._Element | None) -> list[Correction]:
@@ -815,16 +822,16 @@ def _article(record: etree._Element) -> Study:
         pmid_version=version,
         doi=doi,
         pmcid=pmcid,
-        abstract=_abstract(fields.get("Abstract"), citation.iterchildren("OtherAbstract")),
+        abstract=_abstract(fields.get("Abstract"), _all(cited, "OtherAbstract")),
         journal=_first_text(journal, "Title", "ISOAbbreviation")
         or _first_text(_index(cited.get("MedlineJournalInfo")), "MedlineTA"),
         pub_date=pub_date,
         year=_year(pub_date),
         authors=_authors(article),
-        languages=_texts(article.iterchildren("Language")),
+        languages=_texts(_all(fields, "Language")),
         publication_types=_texts(_children(fields.get("PublicationTypeList"), "PublicationType")),
         mesh=_mesh(cited.get("MeshHeadingList")),
-        keywords=_keywords(citation),
+        keywords=_keywords(_all(cited, "KeywordList")),
         medline_status=citation.get("Status"),
         date_revised=_structured_date(cited.get("DateRevised")),
         corrections=_corrections(cited.get("CommentsCorrectionsList")),
@@ -867,7 +874,7 @@ def _book_article(record: etree._Element) -> Study:
         languages=_texts(document.iterchildren("Language")),
         publication_types=_texts(document.iterchildren("PublicationType")),
         mesh=_mesh(fields.get("MeshHeadingList")),
-        keywords=_keywords(document),
+        keywords=_keywords(document.iterchildren("KeywordList")),
         medline_status=None,
         date_revised=_structured_date(fields.get("DateRevised")),
         corrections=_corrections(fields.get("CommentsCorrectionsList")),
