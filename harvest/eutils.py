@@ -61,6 +61,7 @@ INTERVAL_MARGIN = 1.1
 RATE_FILE_MAX_AHEAD = 60.0
 
 EXCERPT_CHARS = 200
+READ_CHUNK = 64 * 1024  # bytes asked of each socket read while streaming a body
 
 # lxml without DTDs, entities or network: NCBI's replies name a remote DTD.
 _SAFE_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
@@ -89,6 +90,7 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     http.client.HTTPException,  # includes IncompleteRead
     urllib3.exceptions.HTTPError,  # includes ProtocolError, urllib3's IncompleteRead
     ConnectionError,  # builtin: resets surfacing outside requests' wrappers
+    TimeoutError,  # builtin (socket.timeout): a read timeout outside urllib3's wrappers
 )
 
 
@@ -131,7 +133,12 @@ class EutilsConfig:
     api_key: str | None = None
     tool: str = "doesitwork"
     connect_timeout: float = 10
+    # Longest silence tolerated on the socket (per read, so it alone cannot end a drip).
     read_timeout: float = 60
+    # Budget for one try, headers to last byte; the worst case is this plus one read_timeout.
+    max_seconds: float = 120
+    # A 500-record efetch is a few MB; anything past this is cut off and not retried.
+    max_bytes: int = 64 * 1024 * 1024
     max_tries: int = 5
     backoff_base: float = 1.0
     backoff_max: float = 60.0
@@ -239,6 +246,8 @@ class EutilsClient:
             )
         if config.max_tries < 1:
             raise ConfigError("max_tries must be at least 1")
+        if config.max_seconds <= 0 or config.max_bytes <= 0:
+            raise ConfigError("max_seconds and max_bytes must be positive")
         self.config = config
         self._own_session = session is None
         self._session = session or requests.Session()
@@ -348,15 +357,23 @@ class EutilsClient:
             self.request_times.append(self._clock())
             retry_after: float | None = None
             try:
+                deadline = self._clock() + self.config.max_seconds
                 response = self._session.request(
                     "POST" if post else "GET",
                     url,
                     params=None if post else params,
                     data=params if post else None,
                     headers=self._headers,
-                    timeout=(self.config.connect_timeout, self.config.read_timeout),
+                    timeout=(
+                        min(self.config.connect_timeout, self.config.max_seconds),
+                        min(self.config.read_timeout, self.config.max_seconds),
+                    ),
+                    stream=True,  # read_timeout bounds each read, not the body: we time it
                 )
-                body = response.content
+                try:
+                    body = self._read_body(endpoint, response, deadline)
+                finally:
+                    response.close()
                 self._check_response(endpoint, response.status_code, response.headers, body)
                 return parse(body)
             except _Retry as exc:
@@ -380,6 +397,39 @@ class EutilsClient:
             self.retry_delays.append(delay)
             self._sleep(delay)
         raise EutilsTransientError(endpoint, tries, problem)
+
+    def _read_body(self, endpoint: str, response: requests.Response, deadline: float) -> bytes:
+        """The body, read piece by piece against the time budget and the size cap.
+
+        ``read1`` returns after at most one socket read, so a server dripping a byte at a
+        time still meets the clock check (as in :mod:`harvest.feeds`).
+        """
+        limit = self.config.max_bytes
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise self._too_large(endpoint, response.status_code, f"declared {int(declared):,}")
+        buf = bytearray()
+        while True:
+            if self._clock() > deadline:
+                raise _Retry(
+                    f"reply took longer than {self.config.max_seconds:g} s "
+                    f"(max_seconds; {len(buf):,} bytes read)"
+                )
+            piece = response.raw.read1(READ_CHUNK, decode_content=True)
+            if not piece:  # urllib3 returns b"" only at the end of the body
+                return bytes(buf)
+            buf += piece
+            if len(buf) > limit:
+                raise self._too_large(endpoint, response.status_code, f"{len(buf):,} read")
+
+    def _too_large(self, endpoint: str, status: int, seen: str) -> EutilsHTTPError:
+        # The same request would bring the same oversized reply: fail now, do not retry.
+        return EutilsHTTPError(
+            endpoint,
+            status,
+            f"reply larger than the {self.config.max_bytes:,}-byte limit (max_bytes; {seen} "
+            "bytes); cut off, not retried",
+        )
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
         # Full jitter (AWS's "exponential backoff and jitter"): spreads clients that failed
@@ -511,7 +561,8 @@ class EutilsClient:
         return re.sub(r"(api_key=)[^&\s'\"]+", r"\1***", text)
 
     def _describe(self, exc: BaseException) -> str:
-        if isinstance(exc, requests.Timeout):
+        # Mid-body, urllib3's ReadTimeoutError surfaces unwrapped by requests.
+        if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
             kind = "timed out"
         elif isinstance(
             exc,

@@ -46,6 +46,7 @@ from lxml import etree
 
 PUBMED_CAP = 9999  # IDs ESearch will hand out for PubMed (retstart 0..9998)
 MAX_STALL = 10.0  # a stall never outlives this, so a broken test still ends
+MAX_ENDLESS = 128 * 1024 * 1024  # an "endless" body stops here (above the client's default cap)
 
 ESEARCH_HEAD = (
     b'<?xml version="1.0" encoding="UTF-8" ?>\n'
@@ -249,6 +250,21 @@ class Fault:
     def stall(cls, seconds: float) -> Fault:
         """Say nothing for ``seconds`` (at most MAX_STALL), then reply normally."""
         return cls("stall", seconds=min(seconds, MAX_STALL))
+
+    @classmethod
+    def drip(cls, every: float, chunk: int = 1) -> Fault:
+        """Send the normal reply ``chunk`` bytes at a time, ``every`` seconds apart.
+
+        Each gap is shorter than the client's read timeout, so only a whole-reply budget
+        ends it; the server hangs up after MAX_STALL.
+        """
+        return cls("drip", seconds=every, count=chunk)
+
+    @classmethod
+    def endless(cls) -> Fault:
+        """A 200 without Content-Length whose body repeats the normal reply until the client
+        hangs up (at most MAX_ENDLESS bytes or MAX_STALL seconds)."""
+        return cls("endless")
 
     @classmethod
     def missing_records(cls, count: int = 1, *, pmids: Iterable[str] = ()) -> Fault:
@@ -677,17 +693,35 @@ def _make_handler(fake: FakeNCBI) -> type[BaseHTTPRequestHandler]:
             try:
                 self.send_response(reply.status)
                 self.send_header("Content-Type", reply.content_type)
-                self.send_header("Content-Length", str(declared))
+                if kind != "endless":  # without a length the body ends when we hang up
+                    self.send_header("Content-Length", str(declared))
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
-                if kind == "short_body":
+                if kind in ("short_body", "endless"):
                     self.send_header("Connection", "close")
                     self.close_connection = True
                 self.end_headers()
+                if fault is not None and kind == "drip":
+                    return self._drip(body, fault)
+                if kind == "endless":
+                    return self._endless(body)
                 self.wfile.write(body)
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
                 self.close_connection = True
+
+        def _drip(self, body: bytes, fault: Fault) -> None:
+            give_up = time.monotonic() + MAX_STALL
+            for i in range(0, len(body), max(1, fault.count)):
+                if fake._stopping.wait(fault.seconds) or time.monotonic() > give_up:
+                    return self._reset()
+                self.wfile.write(body[i : i + fault.count])
+
+        def _endless(self, body: bytes) -> None:
+            sent, give_up = 0, time.monotonic() + MAX_STALL
+            while sent < MAX_ENDLESS and time.monotonic() < give_up and not fake._stopping.is_set():
+                self.wfile.write(body)
+                sent += len(body)
 
         def _reset(self) -> None:
             # SO_LINGER 0 makes close() send RST instead of FIN: a reset, not a clean EOF.

@@ -518,6 +518,69 @@ def test_connection_refused_is_retried_then_reported() -> None:
     assert client.requests_made == 3 and len(client.retry_delays) == 2 and info.value.tries == 3
 
 
+# -- slow and oversized replies: a whole-reply budget and a size cap ----------------
+
+
+def test_a_dripping_reply_is_cut_at_max_seconds_retried_then_reported(
+    corpus: FakeNCBI, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each gap (0.1 s) is well inside read_timeout, so only max_seconds can end a try.
+    client = make_client(corpus, read_timeout=0.5, max_seconds=1, max_tries=3)
+    corpus.fail("esearch", times=3, with_=Fault.drip(0.1))
+    started = time.monotonic()
+    with pytest.raises(EutilsTransientError, match=r"took longer than 1 s") as info:
+        _search(client)
+    elapsed = time.monotonic() - started
+    assert info.value.tries == 3 and len(corpus.requests) == 3
+    assert 3 * 1.0 <= elapsed < 3 * (1.0 + 0.5)  # budget x tries, plus at most a gap each
+    assert caplog.text.count("took longer than 1 s") == 2  # each retry is logged
+
+
+def test_a_slow_reply_within_max_seconds_still_parses(corpus: FakeNCBI) -> None:
+    client = make_client(corpus, read_timeout=0.5, max_seconds=5)
+    corpus.fail("esearch", with_=Fault.drip(0.02, chunk=200))
+    result = _search(client)
+    assert result.count == len(corpus.pmids) and len(corpus.requests) == 1
+
+
+def test_a_stall_mid_body_hits_the_read_timeout(corpus: FakeNCBI) -> None:
+    client = make_client(corpus, read_timeout=0.3, max_seconds=5, max_tries=2)
+    corpus.fail("efetch", times=2, with_=Fault.drip(2, chunk=500))
+    started = time.monotonic()
+    with pytest.raises(EutilsTransientError) as info:
+        client.efetch_ids(["27797938"])
+    assert info.value.last_problem.startswith("timed out")
+    assert len(corpus.requests) == 2 and time.monotonic() - started < 2
+
+
+def test_a_reply_over_max_bytes_fails_at_once(corpus: FakeNCBI) -> None:
+    client = make_client(corpus, max_bytes=10_000)
+    result = _search(client)
+    with pytest.raises(EutilsHTTPError, match=r"larger than the 10,000-byte limit") as info:
+        page(client, result, 0, 20)  # real records: well over 10 KB, with a Content-Length
+    assert info.value.status == 200
+    assert len(corpus.requests_to("efetch")) == 1 and client.retry_delays == []
+    assert len(ids_in(page(make_client(corpus), result, 0, 20))) == 20  # fine without the cap
+
+
+def test_an_endless_reply_without_content_length_is_cut_off_at_max_bytes(
+    corpus: FakeNCBI,
+) -> None:
+    client = make_client(corpus, max_bytes=1_000_000)
+    corpus.fail("efetch", times=3, with_=Fault.endless())
+    started = time.monotonic()
+    with pytest.raises(EutilsHTTPError, match=r"larger than the 1,000,000-byte limit.*not retried"):
+        client.efetch_ids(["27797938", "29963580"])
+    assert len(corpus.requests_to("efetch")) == 1 and client.retry_delays == []
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("setting", [{"max_seconds": 0}, {"max_bytes": 0}])
+def test_budget_and_cap_must_be_positive(setting: dict[str, float]) -> None:
+    with pytest.raises(ConfigError, match="must be positive"):
+        EutilsClient(EutilsConfig(email=EMAIL, **setting))  # type: ignore[arg-type]
+
+
 # -- permanent errors: raised at once ----------------------------------------------
 
 
