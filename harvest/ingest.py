@@ -58,6 +58,7 @@ def write_batch(
     resolve: store.Resolver | None = None,
 ) -> BatchCounts:
     """Save one batch inside the caller's transaction and add its counts to the run."""
+    items = list(items)  # read twice below
     studies = _latest_versions(i for i in items if isinstance(i, Study))
     deletions = [i.pmid for i in items if isinstance(i, Deletion)]  # type: ignore[union-attr]
     rows = [store.study_to_row(s) for s in studies]

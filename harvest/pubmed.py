@@ -10,8 +10,9 @@ the same transaction as the data that justifies it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 from sqlite_utils import Database
@@ -22,6 +23,8 @@ from harvest.eutils import EutilsClient, EutilsError, EutilsStaleHistory, Search
 from harvest.ingest import BatchCounts, OnChanged, write_batch
 from harvest.models import Deletion, Study
 from harvest.pubmed_xml import PubmedXMLError, parse_pubmed_xml
+
+log = logging.getLogger(__name__)
 
 # PubMed's esearch lists at most this many IDs, however large Count is (field notes 3.2).
 ESEARCH_CAP = 9999
@@ -52,7 +55,8 @@ class TopicResult:
     source: str
     status: str = "ok"
     counts: BatchCounts = field(default_factory=BatchCounts)
-    unavailable: list[str] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)  # this run's, now pending
+    pending: int = 0  # PMIDs of earlier runs PubMed has still not returned
     withdrawn: list[str] = field(default_factory=list)  # gone from NCBI (reconcile)
     tombstoned: int = 0
     windows: int = 0
@@ -93,6 +97,7 @@ def harvest_topic(
     changed_query = src.get("query_version") not in (None, topic.query_version)
     cursor = None if (full or changed_query or not src.get("cursor")) else src["cursor"]
     try:
+        _retry_pending(db, client, topic, run_id, ncbi, result, on_changed)
         backfill = cursor is None
         for window in _plan(cursor, today, ncbi):
             _harvest_window(db, client, topic, window, run_id, ncbi, result, on_changed, progress,
@@ -112,6 +117,9 @@ def harvest_topic(
             result.error = f"{len(result.unavailable)} PMID(s) listed but not returned by efetch"
     except (EutilsError, PubmedXMLError, HarvestError) as exc:
         result.status, result.error = "error", str(exc)
+    except Exception as exc:  # a bug or a database fault: still close the run, then the next topic
+        log.exception("%s: harvest failed", name)
+        result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
     store.finish_run(
         db, run_id, status=result.status, error=result.error,
         unavailable=len(result.unavailable), deleted=result.counts.deleted + result.tombstoned,
@@ -150,6 +158,13 @@ def split_windows(
 ) -> Iterator[tuple[Window, SearchResult]]:
     """Yield windows whose results all fit under the esearch cap, bisecting as needed."""
     found = _search(client, term, window)
+    if len(found.ids) < min(found.count, ESEARCH_CAP):
+        found = _search(client, term, window)  # a short listing (field notes 3.4): ask once more
+        if len(found.ids) < min(found.count, ESEARCH_CAP):
+            raise HarvestError(
+                f"esearch listed {len(found.ids)} of {found.count} PMIDs for {window.datetype} "
+                f"{window.start}..{window.end}; the next run will ask again"
+            )
     if found.count <= ESEARCH_CAP:
         yield window, found
         return
@@ -186,14 +201,16 @@ def _harvest_window(
         for start in starts:
             expected = found.ids[start : start + ncbi.batch_size]
             items: list[Study | Deletion] = []
+            unavailable: list[str] = []
             if expected:
-                items, found = _fetch_batch(client, topic.query, part, found, start, expected,
-                                            result)  # fmt: skip
+                items, found, unavailable = _fetch_batch(client, found, start, expected)
+            result.unavailable += unavailable
             with store.write_tx(db):
                 counts = write_batch(
                     db, items, run_id=run_id, how=f"{part.datetype} {part.start}..{part.end}",
                     on_changed=on_changed, resolve=identity.resolve,
                 )  # fmt: skip
+                store.add_pending(db, topic.source_name, unavailable)  # with the cursor's move
                 if advance_cursor and start == starts[-1]:
                     store.update_source(db, topic.source_name, cursor=part.end.strftime(DATE_FMT),
                                         query_version=topic.query_version)  # fmt: skip
@@ -226,39 +243,58 @@ def _reconcile(
 
 
 def _fetch_batch(
-    client: EutilsClient,
-    term: str,
-    window: Window,
-    found: SearchResult,
-    start: int,
-    expected: list[str],
-    result: TopicResult,
-) -> tuple[list[Study | Deletion], SearchResult]:
-    """Fetch one batch from the history server and make it whole.
+    client: EutilsClient, found: SearchResult, start: int, expected: list[str]
+) -> tuple[list[Study | Deletion], SearchResult, list[str]]:
+    """Fetch one batch and make it whole: (records, the search to page on, unavailable PMIDs).
 
-    A stale WebEnv (or an empty reply where records were promised) re-runs the window's
-    search once. PMIDs missing from the reply are asked for once more by ID; those still
-    missing are recorded as unavailable rather than failing the run.
+    Pages come from the history server while the WebEnv lives. Once it has expired (an
+    empty page where records were promised is how expiry can look too), this batch and the
+    rest of the part are fetched by ID: a new search would list records added since and
+    shift every later page. PMIDs missing from a reply are asked for once more by ID;
+    those still missing are returned as unavailable rather than failing the run.
     """
-    try:
-        items = _efetch_history(client, found, start, len(expected))
-    except EutilsStaleHistory:
-        found = _search(client, term, window)
-        items = _efetch_history(client, found, start, len(expected))
+    items: list[Study | Deletion] | None = None
+    if found.webenv and found.query_key:
+        try:
+            items = _efetch_history(client, found, start, len(expected))
+        except EutilsStaleHistory as exc:
+            log.warning("%s; fetching the rest of this window by PMID", exc)
+            found = replace(found, webenv=None, query_key=None)
+    if items is None:
+        items = _efetch_ids(client, expected, "efetch (by id)")
     got = {i.pmid for i in items if isinstance(i, Study)}
     missing = [p for p in expected if p not in got]
     if missing:
-        items += list(parse_pubmed_xml(client.efetch_ids(missing), name="efetch (by id)"))
+        items += _efetch_ids(client, missing, "efetch (by id, again)")
         got = {i.pmid for i in items if isinstance(i, Study)}
-        result.unavailable += [p for p in missing if p not in got]
-    return items, found
+    return items, found, [p for p in missing if p not in got]
+
+
+def _efetch_ids(client: EutilsClient, pmids: list[str], name: str) -> list[Study | Deletion]:
+    return list(parse_pubmed_xml(client.efetch_ids(pmids), name=name))
+
+
+def _retry_pending(
+    db: Database, client: EutilsClient, topic: Topic, run_id: int, ncbi: NcbiSettings,
+    result: TopicResult, on_changed: OnChanged | None,
+) -> None:  # fmt: skip
+    """Ask again for the PMIDs earlier runs were promised but not given, and save those
+    PubMed returns now; the rest stay pending for the next run."""
+    pending = store.pending_pmids(db, topic.source_name)
+    for start in range(0, len(pending), ncbi.batch_size):
+        ask = pending[start : start + ncbi.batch_size]
+        items = _efetch_ids(client, ask, "efetch (pending)")
+        with store.write_tx(db):
+            counts = write_batch(db, items, run_id=run_id, how="pending", on_changed=on_changed,
+                                 resolve=identity.resolve)  # fmt: skip
+            store.settle_pending(db, topic.source_name, ask, [i.pmid for i in items if isinstance(i, Study)])
+        result.counts.add(counts)
+    result.pending = len(store.pending_pmids(db, topic.source_name))
 
 
 def _efetch_history(
     client: EutilsClient, found: SearchResult, start: int, count: int
 ) -> list[Study | Deletion]:
-    if not found.webenv or not found.query_key:
-        raise HarvestError("esearch returned no WebEnv/QueryKey for a history fetch")
     body = client.efetch(
         webenv=found.webenv, query_key=found.query_key, retstart=start, retmax=count
     )

@@ -10,7 +10,8 @@ from sqlite_utils import Database
 
 _SQL = """
 SELECT s.*, r.id AS run_id, r.started, r.finished, r.status AS run_status, r.found, r.new,
-       r.updated, r.deleted, r.unavailable, r.error AS run_error, r.pid, r.query_version AS run_qv
+       r.updated, r.deleted, r.unavailable, r.error AS run_error, r.pid, r.query_version AS run_qv,
+       (SELECT count(*) FROM pending_pmids p WHERE p.source = s.name) AS pending
 FROM sources s
 LEFT JOIN runs r ON r.id = (SELECT max(id) FROM runs WHERE source = s.name)
 ORDER BY s.kind, s.name
@@ -33,6 +34,9 @@ def source_status(db: Database, *, now: datetime) -> list[dict[str, Any]]:
                 warnings.append("has never succeeded")
             elif age > expected:
                 warnings.append(f"no success for {age:.0f} h (expected every {expected} h)")
+        if row["pending"]:
+            warnings.append(f"{row['pending']} PMID(s) listed by PubMed but not yet returned by "
+                            "efetch; each run asks for them again")  # fmt: skip
         if row.get("feed_state") in ("failing", "gone"):
             warnings.append(f"feed is {row['feed_state']} (HTTP {row.get('last_http_status')}); "
                             "check its URL in harvest.toml")  # fmt: skip

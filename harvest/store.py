@@ -247,8 +247,13 @@ def save_rows(
         return result
     existing = _find_existing(db, rows)
     inserts: list[dict[str, Any]] = []
+    returned: list[int] = []  # stored studies PubMed just returned: no longer missing
     for row in rows:
-        old = existing.get(("pmid", row["pmid"])) or existing.get(("doi", row["doi"]))
+        old = existing.get(("pmid", row["pmid"]))
+        if old is None:
+            # A feed-only row found by DOI is claimed once: a second PMID with the same DOI
+            # in this batch must not merge into it too (resolve sees the claimed row's PMID).
+            old = existing.pop(("doi", row["doi"]), None)
         if old is None and resolve is not None:
             old = resolve(db, row)
         if old is None:
@@ -257,6 +262,8 @@ def save_rows(
             inserts.append(row)
             continue
         result.seen_ids.append(old["id"])
+        if row["record_source"] == "pubmed":
+            returned.append(old["id"])
         merged = _merge(old, row)
         if merged is None:
             result.unchanged += 1
@@ -272,6 +279,9 @@ def save_rows(
         result.new += len(new_ids)
         result.changed_ids += new_ids
         result.seen_ids += new_ids
+    for chunk in _chunks(returned, 500):
+        marks = ",".join("?" * len(chunk))
+        db.execute(f"UPDATE studies SET missing_count = 0 WHERE missing_count > 0 AND id IN ({marks})", chunk)
     if run_id is not None and result.seen_ids:
         # What sqlite-utils' insert_all(ignore=True) runs, without its per-row conversions.
         db.conn.executemany(
@@ -399,6 +409,37 @@ def clear_missing(db: Database, pmids: Iterable[str]) -> None:
     for chunk in _chunks(list(pmids), 500):
         marks = ",".join("?" * len(chunk))
         db.execute(f"UPDATE studies SET missing_count = 0 WHERE pmid IN ({marks})", chunk)
+
+
+def add_pending(db: Database, source: str, pmids: Sequence[str], *, now: str | None = None) -> None:
+    """Keep PMIDs that efetch did not return, for the source's next run to ask again."""
+    now = now or utcnow()
+    db.conn.executemany(
+        "INSERT OR IGNORE INTO pending_pmids (source, pmid, first_missed, last_tried, attempts) "
+        "VALUES (?, ?, ?, ?, 1)",
+        [(source, pmid, now, now) for pmid in pmids],
+    )
+
+
+def pending_pmids(db: Database, source: str) -> list[str]:
+    return [r[0] for r in db.execute(
+        "SELECT pmid FROM pending_pmids WHERE source = ? ORDER BY first_missed, pmid", [source]
+    )]  # fmt: skip
+
+
+def settle_pending(
+    db: Database, source: str, asked: Sequence[str], returned: Iterable[str], *, now: str | None = None
+) -> None:
+    """Drop the pending PMIDs PubMed returned; count another try for the others."""
+    returned = set(returned)
+    now = now or utcnow()
+    db.conn.executemany(
+        "DELETE FROM pending_pmids WHERE source = ? AND pmid = ?", [(source, p) for p in returned]
+    )
+    db.conn.executemany(
+        "UPDATE pending_pmids SET attempts = attempts + 1, last_tried = ? WHERE source = ? AND pmid = ?",
+        [(now, source, p) for p in asked if p not in returned],
+    )
 
 
 # --- sources and runs -----------------------------------------------------------

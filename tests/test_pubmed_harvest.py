@@ -5,12 +5,12 @@ Each test asserts the end state of the database, the requests made and their rat
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 from fake_ncbi import Fault
 
-from harvest import pubmed, store
+from harvest import pubmed, status, store
 from harvest.config import NcbiSettings, Topic
 from harvest.eutils import EutilsClient, EutilsConfig
 from harvest.pubmed_xml import parse_pubmed_xml
@@ -212,13 +212,93 @@ def test_missing_records_refetched_once_then_unavailable(db, fake_ncbi, small_co
 
 
 @pytest.mark.parametrize("empty", [False, True], ids=["error", "empty-set"])
-def test_expired_webenv_reruns_the_search(db, fake_ncbi, small_corpus, empty):
+def test_expired_webenv_fetches_the_rest_of_the_window_by_pmid(db, fake_ncbi, small_corpus, empty):
     fake_ncbi.fail("efetch", at=2, with_=Fault.expired_webenv(empty=empty))
     result = pubmed.harvest_topic(db, client_for(fake_ncbi), TOPIC, ncbi(), today=TODAY)
     assert result.status == "ok", result.error
     assert stored_pmids(db) == small_corpus
-    assert len(fake_ncbi.requests_to("esearch")) == 2
+    # No second search: it could list records added since and shift every later page.
+    assert len(fake_ncbi.requests_to("esearch")) == 1
+    newest_first = sorted(small_corpus, key=int, reverse=True)
+    after = fake_ncbi.requests_to("efetch")[2:]
+    assert [(r.method, r.params["id"].split(",")) for r in after] == [
+        ("POST", newest_first[3:6]), ("POST", newest_first[6:])]
     assert db["studies"].count == len(small_corpus)
+
+
+def test_records_added_while_the_webenv_expires_lose_nothing(db, fake_ncbi, small_corpus):
+    """Newer records sort first: a fresh search after the expiry would push the window's
+    oldest records past the pages still to fetch."""
+    added = ["99000001", "99000002", "99000003"]
+
+    def after_first_batch(done: int) -> None:
+        if added[0] not in fake_ncbi.pmids:
+            fake_ncbi.add_clones(small_corpus[0], added, edat=TODAY, mdat=TODAY)
+            fake_ncbi.expire_webenvs()
+
+    client = client_for(fake_ncbi)
+    result = pubmed.harvest_topic(db, client, TOPIC, ncbi(), today=TODAY, progress=after_first_batch)
+    assert result.status == "ok", result.error
+    assert stored_pmids(db) == small_corpus  # every record the search listed
+    assert pubmed.harvest_topic(db, client, TOPIC, ncbi(), today=TODAY).status == "ok"
+    assert stored_pmids(db) == small_corpus + added  # the new ones, by the next run's overlap
+
+
+def test_a_pmid_efetch_never_returns_is_kept_pending_and_fetched_next_run(db, fake_ncbi, small_corpus):
+    oldest = small_corpus[0]  # alone in the last batch of three
+    # The history page holding it comes back empty, and so do both requests for it by ID.
+    fake_ncbi.fail("efetch", at=[3, 4, 5], with_=Fault.missing_records(pmids=[oldest]))
+    client = client_for(fake_ncbi)
+    result = pubmed.harvest_topic(db, client, TOPIC, ncbi(), today=TODAY)
+    assert (result.status, result.unavailable, result.pending) == ("partial", [oldest], 0)
+    assert stored_pmids(db) == small_corpus[1:]
+    assert store.get_source(db, TOPIC.source_name)["cursor"] == "2024/03/31"  # moved on...
+    assert store.pending_pmids(db, TOPIC.source_name) == [oldest]  # ...but it is not forgotten
+    (row,) = status.source_status(db, now=datetime.now(UTC))
+    assert "1 PMID(s) listed by PubMed but not yet returned by efetch" in "\n".join(row["warnings"])
+
+    before = len(fake_ncbi.requests)
+    result = pubmed.harvest_topic(db, client, TOPIC, ncbi(), today=date(2024, 4, 1))
+    assert (result.status, result.counts.new, result.pending) == ("ok", 1, 0)
+    assert stored_pmids(db) == small_corpus
+    assert store.pending_pmids(db, TOPIC.source_name) == []
+    retry = fake_ncbi.requests[before]
+    assert (retry.endpoint, retry.method, retry.params["id"]) == ("efetch", "POST", oldest)
+
+
+def test_a_pending_pmid_still_missing_stays_pending(db, fake_ncbi, small_corpus):
+    oldest = small_corpus[0]
+    fake_ncbi.fail("efetch", at=[3, 4, 5, 6], with_=Fault.missing_records(pmids=[oldest]))
+    client = client_for(fake_ncbi)
+    pubmed.harvest_topic(db, client, TOPIC, ncbi(), today=TODAY)
+    result = pubmed.harvest_topic(db, client, TOPIC, ncbi(), today=date(2024, 4, 1))
+    assert (result.status, result.pending) == ("ok", 1)
+    row = db["pending_pmids"].get((TOPIC.source_name, oldest))
+    assert row["attempts"] == 2
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_esearch_listing_fewer_ids_than_its_count_is_asked_again(db, fake_ncbi, small_corpus, shared_data,
+                                                                times):
+    """A real reply (with a WebEnv) listing 100 IDs of its Count, where 9,999 were asked for."""
+    short = shared_data / "eutils" / "biopython" / "esearch2.xml"
+    fake_ncbi.fail("esearch", times=times, with_=Fault.body(short))
+    result = pubmed.harvest_topic(db, client_for(fake_ncbi), TOPIC, ncbi(), today=TODAY)
+    assert len(fake_ncbi.requests_to("esearch")) == 2
+    if times == 1:
+        assert result.status == "ok" and stored_pmids(db) == small_corpus
+    else:
+        assert result.status == "error" and "esearch listed 100 of 42249 PMIDs" in result.error
+        assert fake_ncbi.requests_to("efetch") == [] and db["studies"].count == 0
+        assert store.get_source(db, TOPIC.source_name)["cursor"] is None
+
+
+def test_an_unexpected_error_closes_the_run_as_failed(db, fake_ncbi, small_corpus):
+    settings = ncbi(backfill_from="2024-13-01")  # no such month: a ValueError deep in the run
+    result = pubmed.harvest_topic(db, client_for(fake_ncbi), TOPIC, settings, today=TODAY)
+    assert result.status == "error" and result.error.startswith("ValueError: ")
+    run = db["runs"].get(result_run_id(db))
+    assert (run["status"], run["finished"] is not None) == ("error", True)
 
 
 def test_delete_citation_and_retraction_from_update_file(db, shared_data):

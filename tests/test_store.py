@@ -134,6 +134,28 @@ def test_feed_row_upgraded_by_pubmed_record_via_doi(db):
     fts_ok(db)
 
 
+def test_two_pubmed_records_sharing_a_doi_do_not_merge_into_one_feed_row(db):
+    """Publishers reuse DOIs (an erratum and its article): one batch holding both PMIDs."""
+    save(db, Study(title="Dry needling for neck pain", doi="10.1/x", record_source="feed"))
+    r = save(db, study("111", doi="10.1/x"), study("222", doi="10.1/x", title="Erratum"))
+    assert (r.new, r.updated) == (1, 1)
+    assert sorted(row["pmid"] for row in db["studies"].rows) == ["111", "222"]
+    assert db["studies"].get(1)["pmid"] == "111"  # the first claims the feed row
+    fts_ok(db)
+
+
+def test_a_record_returned_again_unchanged_is_no_longer_missing(db):
+    save(db, study("2"))
+    with store.write_tx(db):
+        store.record_missing(db, ["2"])  # one miss...
+    r = save(db, study("2"))  # ...then PubMed returns it, with nothing new
+    assert r.unchanged == 1 and db["studies"].get(1)["missing_count"] == 0
+    with store.write_tx(db):
+        assert store.record_missing(db, ["2"]) == 0  # a later miss is a first miss again
+    assert db["studies"].get(1)["deleted"] == 0
+    fts_ok(db)
+
+
 def test_feed_never_overrides_pubmed(db):
     save(db, study("5", doi="10.1/y"))
     feed = Study(title="DRY NEEDLING!", pmid="5", record_source="feed", abstract="new text")
