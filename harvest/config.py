@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,25 @@ def _ncbi(section: dict[str, Any], env: dict[str, str], where: str) -> NcbiSetti
             raise ConfigError(f"{where}: [ncbi] {key} must be a non-negative integer")
     if not 1 <= values.get("batch_size", 500) <= 10000:
         raise ConfigError(f"{where}: [ncbi] batch_size must be between 1 and 10000")
+    if "backfill_from" in values:
+        values["backfill_from"] = _backfill_from(values["backfill_from"], where)
     return NcbiSettings(**values)
+
+
+def _backfill_from(value: Any, where: str) -> str:
+    """E-utilities' ``YYYY/MM/DD`` (or ``YYYY/MM``, ``YYYY``); a TOML date is accepted too."""
+    if isinstance(value, date):  # backfill_from = 2020-01-01, unquoted
+        return value.strftime("%Y/%m/%d")
+    parts = str(value).replace("-", "/").split("/")
+    try:
+        if not 1 <= len(parts) <= 3 or len(parts[0]) != 4:
+            raise ValueError
+        date(*[int(p) for p in parts], *[1] * (3 - len(parts)))
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{where}: [ncbi] backfill_from must be a date such as 2000/01/01, not {value!r}"
+        ) from None
+    return "/".join(parts)
 
 
 def _topics(section: dict[str, Any], where: str) -> dict[str, Topic]:

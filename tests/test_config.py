@@ -52,6 +52,9 @@ def test_query_version_ignores_whitespace_but_not_words(tmp_path):
         ('[ncbi]\napi_key = "s"\n[topics.x]\nquery = "a"\n', "NCBI_API_KEY"),
         ('[ncbi]\nbatchsize = 5\n[topics.x]\nquery = "a"\n', "unknown key.*batchsize"),
         ('[ncbi]\nbatch_size = 0\n[topics.x]\nquery = "a"\n', "between 1 and 10000"),
+        ('[ncbi]\nbackfill_from = "2020/13/01"\n[topics.x]\nquery = "a"\n', "backfill_from must be a date"),
+        ('[ncbi]\nbackfill_from = "last year"\n[topics.x]\nquery = "a"\n', "backfill_from must be a date"),
+        ('[ncbi]\nbackfill_from = 20200101\n[topics.x]\nquery = "a"\n', "backfill_from must be a date"),
     ],
 )
 def test_bad_config_errors(tmp_path, text, message):
@@ -59,6 +62,18 @@ def test_bad_config_errors(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_settings(path, env={})
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2020-01-15", "2020/01/15"),  # a TOML date, unquoted
+    ('"2020/01/15"', "2020/01/15"),
+    ('"2020-01"', "2020/01"),
+    ('"1990"', "1990"),
+])
+def test_backfill_from_forms(tmp_path, value, expected):
+    path = tmp_path / "h.toml"
+    path.write_text(f'[ncbi]\nbackfill_from = {value}\n[topics.x]\nquery = "a"\n')
+    assert load_settings(path, env={}).ncbi.backfill_from == expected
 
 
 def test_missing_config_file(tmp_path):
