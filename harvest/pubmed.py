@@ -240,6 +240,8 @@ def _reconcile(
         result.withdrawn += [p for p in ask if p not in got]
     with store.write_tx(db):
         store.clear_missing(db, sorted(listed & stored))
+        # A pending PMID the query no longer lists was withdrawn before we ever got it.
+        store.settle_pending(db, topic.source_name, [], set(store.pending_pmids(db, topic.source_name)) - listed)
 
 
 def _fetch_batch(

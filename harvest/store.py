@@ -430,7 +430,7 @@ def pending_pmids(db: Database, source: str) -> list[str]:
 def settle_pending(
     db: Database, source: str, asked: Sequence[str], returned: Iterable[str], *, now: str | None = None
 ) -> None:
-    """Drop the pending PMIDs PubMed returned; count another try for the others."""
+    """Drop the pending PMIDs PubMed returned (or withdrew); count another try for the others."""
     returned = set(returned)
     now = now or utcnow()
     db.conn.executemany(

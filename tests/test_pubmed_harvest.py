@@ -275,6 +275,11 @@ def test_a_pending_pmid_still_missing_stays_pending(db, fake_ncbi, small_corpus)
     assert (result.status, result.pending) == ("ok", 1)
     row = db["pending_pmids"].get((TOPIC.source_name, oldest))
     assert row["attempts"] == 2
+    # The query stops listing it: withdrawn before we ever got it, so no longer pending.
+    fake_ncbi.register_term(TOPIC.query, small_corpus[1:])
+    fake_ncbi.fail("efetch", times=10, with_=Fault.missing_records(pmids=[oldest]))
+    result = pubmed.harvest_topic(db, client, TOPIC, ncbi(), today=date(2024, 4, 2), reconcile=True)
+    assert (result.status, store.pending_pmids(db, TOPIC.source_name)) == ("ok", [])
 
 
 @pytest.mark.parametrize("times", [1, 2])
