@@ -141,8 +141,11 @@ def _run_pubmed(
             )  # fmt: skip
         failed |= result.status == "error"
         if not quiet or result.status != "ok":
+            extra = f"{result.windows} window(s)"
+            if result.pending:
+                extra += f", {result.pending} PMID(s) still pending from earlier runs"
             click.echo(_summary_line(result.source, result.status, result.counts.as_dict(),
-                                     result.error, extra=f"{result.windows} window(s)"))  # fmt: skip
+                                     result.error, extra=extra))  # fmt: skip
     return failed
 
 

@@ -37,24 +37,38 @@ def _can_render(columns: list[str], table: str | None) -> bool:
     return _id_column(columns) is not None
 
 
+_PAGING_ARGS = ("_next", "_size", "_shape", "_sort", "_sort_desc")
+
 # An export holds up to this many rows (the evidence base holds a few thousand studies): a
 # table or view export follows Datasette's pages, a query's is re-run without its row cap.
 MAX_EXPORT_ROWS = 50_000
 
 
-async def _remaining_keys(datasette: Any, request: Any, col: str, token: str | None) -> list[Any]:
-    """The id column of the pages after this one: an export is of the whole filtered table,
-    as Datasette's own "stream all rows" CSV is, not of the page on screen."""
-    keys: list[Any] = []
+async def _all_keys(datasette: Any, request: Any, col: str, sort: str | None) -> list[Any]:
+    """The id column of every row the filters select, as Datasette's own "stream all rows"
+    CSV does, not of the page on screen.
+
+    The pages are fetched again from the start, ordered by a unique column: Datasette 0.65
+    orders the first page of a sorted table by the sort column alone but later pages by the
+    sort column and the key, so following the screen's pages repeats some rows and skips
+    others when values tie (years do).
+    """
     base = request.path.rsplit(".", 1)[0] + ".json"
-    args = [(k, v) for k in request.args.keys() if k not in ("_next", "_size", "_shape")
+    args = [(k, v) for k in request.args.keys() if k not in _PAGING_ARGS
             for v in request.args.getlist(k)]  # fmt: skip
-    while token and len(keys) < MAX_EXPORT_ROWS:
-        query = urlencode([*args, ("_next", token), ("_size", "max"), ("_shape", "objects")])
+    if sort:
+        args.append(("_sort", sort))
+    keys: list[Any] = []
+    token: str | None = None
+    while len(keys) < MAX_EXPORT_ROWS:
+        paging = [("_next", token)] if token else []
+        query = urlencode([*args, *paging, ("_size", "max"), ("_shape", "objects")])
         page = (await datasette.client.get(f"{base}?{query}")).json()
         keys += [row[col] for row in page.get("rows", []) if row.get(col) is not None]
         token = page.get("next")
-    return keys
+        if not token:
+            break
+    return keys[:MAX_EXPORT_ROWS]
 
 
 async def _all_query_keys(datasette: Any, database: str, query: dict[str, Any], col: str) -> list[Any]:
@@ -65,6 +79,15 @@ async def _all_query_keys(datasette: Any, database: str, query: dict[str, Any], 
     )
     keys = [row[col] for row in results.rows if row[col] is not None]
     return keys[:MAX_EXPORT_ROWS]
+
+
+def _feed_id(request: Any) -> str:
+    """The same page with the same filters gives the same feed id (a reader keeps one
+    subscription); other filters give another feed."""
+    path = request.path.rsplit(".", 1)[0]
+    args = sorted((k, v) for k in request.args.keys() if k not in ("_next", "_size")
+                  for v in request.args.getlist(k))  # fmt: skip
+    return f"{export.ATOM_ID_PREFIX}datasette:{path}" + (f"?{urlencode(args)}" if args else "")
 
 
 def _make_render(fmt: str):
@@ -78,8 +101,8 @@ def _make_render(fmt: str):
                                  status=400)
         keys = [row[col] for row in rows if row[col] is not None]
         # A reading list holds every row selected; an alert feed is the page, newest first.
-        if fmt != "atom" and data.get("next"):
-            keys += await _remaining_keys(datasette, request, col, data["next"])
+        if fmt != "atom" and (data.get("next") or "_next" in request.args):
+            keys = await _all_keys(datasette, request, col, "id" if "id" in columns else None)
         elif fmt != "atom" and data.get("truncated") and data.get("query"):
             keys = await _all_query_keys(datasette, database, data["query"], col)
         name = query_name or table or "query"
@@ -89,10 +112,8 @@ def _make_render(fmt: str):
             ids = export.ids_for_pmids(db, [str(k) for k in keys]) if col == "pmid" else keys
             records = export.load_records(db, ids)
             if fmt == "atom":
-                path = request.path.rsplit(".", 1)[0]
                 return export.render("atom", records, title=f"doesitwork: {name}",
-                                     feed_id=f"{export.ATOM_ID_PREFIX}datasette:{path}",
-                                     link=str(request.url))
+                                     feed_id=_feed_id(request), link=str(request.url))
             return export.render(fmt, records)
 
         body = await datasette.get_database(database).execute_fn(load)
