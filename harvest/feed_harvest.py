@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -192,7 +193,10 @@ def harvest_feed(
             return _failed(db, result, src, opts.gone_after, exc, http_status=exc.status,
                            not_found=exc.kind == "not-found")  # fmt: skip
         result.http_status, result.moved_to = fetched.status, fetched.moved_to
-        state = {"fetch_url": fetched.moved_to or url, "last_http_status": fetched.status,
+        moved = fetched.moved_to
+        if moved and url.lower().startswith("https:") and moved.lower().startswith("http:"):
+            moved = None  # a permanent move to plain http is followed, never stored
+        state = {"fetch_url": moved or url, "last_http_status": fetched.status,
                  "not_found_count": 0, "feed_state": "ok"}  # fmt: skip
         if fetched.not_modified:
             with store.write_tx(db):
@@ -206,8 +210,10 @@ def harvest_feed(
             return _failed(db, result, src, opts.gone_after, exc, http_status=fetched.status)
         with store.write_tx(db):
             _save_parsed(db, feed, config, parsed, result, on_changed)
-            store.update_source(db, name, etag=fetched.etag, last_modified=fetched.last_modified,
-                                **state)  # fmt: skip
+            # A truncated read keeps no validators, or a 304 would hide the dropped entries.
+            validators = ({"etag": None, "last_modified": None} if parsed.truncated else
+                          {"etag": fetched.etag, "last_modified": fetched.last_modified})
+            store.update_source(db, name, **validators, **state)
             store.add_run_counts(db, run_id, found=result.found, new=result.new,
                                  updated=result.updated, unchanged=result.unchanged,
                                  skipped=result.skipped)  # fmt: skip
@@ -285,11 +291,13 @@ def _save_parsed(
     result.found = len(parsed.entries)
     result.warnings += parsed.warnings
     changed: list[int] = []
+    keyless_titles = Counter(_title(e) for e in parsed.entries if not (e.guid or e.link))
     for entry in parsed.entries:
         if not on_topic(feed, config, entry):
             result.skipped += 1
             continue
-        saved = save_entry(db, feed.source_name, entry, run_id=result.run_id, now=now)
+        saved = save_entry(db, feed.source_name, entry, run_id=result.run_id, now=now,
+                           title_repeated=keyless_titles[_title(entry)] > 1)  # fmt: skip
         result.new += saved.new
         result.updated += saved.updated
         result.unchanged += saved.unchanged
@@ -298,16 +306,27 @@ def _save_parsed(
         on_changed(db, sorted(set(changed)))
 
 
-def _entry_key(entry: FeedEntry) -> str | None:
+def _title(entry: FeedEntry) -> str:
+    return identity.normalize_title(entry.study.title)
+
+
+def _entry_key(entry: FeedEntry, *, title_repeated: bool = False) -> str | None:
     if entry.guid or entry.link:
         return entry.guid
-    # Neither GUID nor link: the title and date are all that identify it in its feed.
-    basis = f"{identity.normalize_title(entry.study.title)}|{entry.published_raw or ''}"
+    # Neither GUID nor link: the title identifies it in its feed (rows are per feed). The
+    # date only when the fetch repeats the title: some feeds regenerate pubDate per fetch.
+    basis = _title(entry) + (f"|{entry.published_raw or ''}" if title_repeated else "")
     return "title:" + hashlib.sha1(basis.encode()).hexdigest()
 
 
 def save_entry(
-    db: Database, source: str, entry: FeedEntry, *, run_id: int | None, now: str | None = None
+    db: Database,
+    source: str,
+    entry: FeedEntry,
+    *,
+    run_id: int | None,
+    now: str | None = None,
+    title_repeated: bool = False,
 ) -> store.SaveResult:
     """Save one entry inside the caller's transaction, resolving its identity.
 
@@ -317,7 +336,7 @@ def save_entry(
     trusted: the known study must be compatible with the entry.
     """
     now = now or store.utcnow()
-    guid = _entry_key(entry)
+    guid = _entry_key(entry, title_repeated=title_repeated)
     known = _known_entry(db, source, guid, entry.link)
 
     def resolver(db: Database, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -346,6 +365,11 @@ def save_entry(
             "SELECT id FROM feed_entries WHERE source = ? AND study_id = ? AND "
             "(guid = ? OR link = ?) ORDER BY id LIMIT 1", [source, study_id, guid, entry.link],
         ), None)  # fmt: skip
+    if row is None and study_id is not None:
+        # A GUID that changes on every fetch: this feed's row for the same study and title.
+        row = next((r for r in db.query(
+            "SELECT id, title FROM feed_entries WHERE source = ? AND study_id = ? ORDER BY id",
+            [source, study_id]) if identity.normalize_title(r["title"]) == _title(entry)), None)
     if row is not None:
         db.execute("UPDATE feed_entries SET times_seen = times_seen + 1 WHERE id = ?", [row["id"]])
         db["feed_entries"].update(row["id"], values)

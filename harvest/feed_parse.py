@@ -13,7 +13,8 @@ Dates keep the raw string beside a UTC value computed with ``calendar.timegm``
 
 Identifiers come from ``prism:doi``, every ``dc:identifier`` (feedparser keeps only the
 last of several, so a second, entity-free lxml pass collects them all), GUIDs, links
-(doi.org, publisher ``/10.x/`` paths, PubMed and PMC links) and, last, the text.
+(doi.org, publisher ``/10.x/`` paths, PubMed and PMC links); never from the text, where a
+DOI is as often another article's (a correction cites the original).
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ _RDF_ABOUT = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}about"
 _SCAN_PARSER_OPTS = dict(
     resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, recover=True
 )
-_DOI_IN_TEXT = re.compile(r"\b10\.\d{4,9}/[^\s\"'<>]+", re.IGNORECASE)
 _PMID_ID = re.compile(r"^\s*(?:info:)?(?:pmid|pubmed)[:/]\s*(\d{1,9})\s*$", re.IGNORECASE)
 _PMID_LINK = re.compile(
     r"^https?://(?:www\.)?(?:pubmed\.ncbi\.nlm\.nih\.gov/|ncbi\.nlm\.nih\.gov/pubmed/)(\d{1,9})(?:[/?#]|$)",
@@ -81,6 +81,14 @@ _DROP_WITH_CONTENT = {"script", "style", "iframe", "object", "embed", "noscript"
 _DANGEROUS_TEXT = re.compile(
     r"<\s*(script|style|iframe|object|embed|applet|frame)\b.*?(?:<\s*/\s*\1\s*>|\Z)"
     r"|<\s*/?\s*(?:script|style|iframe|object|embed|applet|frame)\b[^>]*>",
+    re.IGNORECASE | re.DOTALL,
+)
+# The same elements as tag-shaped text left after decoding (doubly escaped markup): a whole
+# element or a lone tag goes, never the rest of the field ("<object of the study" is text).
+_NAMES = "script|style|iframe|object|embed|applet|frame"
+_DANGEROUS_TAG_TEXT = re.compile(
+    rf"<\s*({_NAMES})\b[^<>]*>(?:(?!<\s*(?:{_NAMES})\b).)*?<\s*/\s*\1\s*>"
+    rf"|<\s*/?\s*(?:{_NAMES})\b[^<>]*>",
     re.IGNORECASE | re.DOTALL,
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
@@ -128,6 +136,7 @@ class ParsedFeed:
     title: str | None
     entries: list[FeedEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    truncated: bool = False  # entries past MAX_ENTRIES were dropped
 
 
 # --- text -----------------------------------------------------------------------------
@@ -168,7 +177,7 @@ def html_to_text(html: str) -> str:
 
 def _tidy(text: str) -> str:
     text = _CONTROL.sub("", unicodedata.normalize("NFC", text)).replace("\r", "")
-    text = _DANGEROUS_TEXT.sub("", text)
+    text = _DANGEROUS_TAG_TEXT.sub("", text)  # not _DANGEROUS_TEXT: it cut to the field's end
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
     return "\n\n".join(p for p in paragraphs if p)[:MAX_TEXT].strip()
 
@@ -238,19 +247,6 @@ def link_key(url: str | None) -> str | None:
     return host + path + (f"?{parts.query}" if parts.query else "")
 
 
-def _doi_from_text(text: str | None) -> list[str]:
-    found = []
-    for m in _DOI_IN_TEXT.finditer(text or ""):
-        doi = m.group(0).rstrip(".,;:)]}>")
-        # A DOI quoted inside parentheses keeps its own balanced parentheses only.
-        if doi.count("(") < doi.count(")"):
-            doi = doi[: doi.rfind(")")]
-        norm = normalize_doi(doi)
-        if norm and norm not in found:
-            found.append(norm)
-    return found
-
-
 def _doi_from_link(url: str | None) -> str | None:
     if not url:
         return None
@@ -301,22 +297,19 @@ def _links(entry: dict[str, Any]) -> list[str]:
     return [u for u in links if u]
 
 
-def _identifiers(entry: dict[str, Any], extra: list[str], text: str) -> _Ids:
-    """DOI, PMID and PMCID from the entry's fields, in order of trust."""
+def _identifiers(entry: dict[str, Any], extra: list[str]) -> _Ids:
+    """DOI, PMID and PMCID from the entry's identifier fields, in order of trust."""
     ids = _Ids()
-    identifiers = [v for v in extra if _str(v)]
-    if _str(entry.get("dc_identifier")):
-        identifiers.append(entry["dc_identifier"])
+    # The entry's own dc:identifier first: the scanned ones are matched by GUID or link.
+    identifiers = [entry["dc_identifier"]] if _str(entry.get("dc_identifier")) else []
+    identifiers += [v for v in extra if _str(v)]
     guid = _str(entry.get("id")) or ""
     links = _links(entry)
     doi_candidates = [normalize_doi(_str(entry.get("prism_doi")))]
     doi_candidates += [_doi_from_identifier(v) for v in identifiers]
     doi_candidates += [_doi_from_identifier(guid)] + [_doi_from_link(u) for u in links]
+    # Not from the summary text: a correction's summary cites the original's DOI.
     ids.doi = next((d for d in doi_candidates if d), None)
-    if ids.doi is None:
-        in_text = _doi_from_text(text)
-        if len(in_text) == 1:  # several DOIs in a summary are references, not its own
-            ids.doi = in_text[0]
     for value in [*identifiers, guid]:
         m = _PMID_ID.match(value or "")
         if m:
@@ -358,6 +351,7 @@ def _localname(el: etree._Element) -> str:
 
 
 def _scan_items(root: etree._Element, out: dict[str, list[str]]) -> None:
+    items_per_key: dict[str, int] = {}
     for item in root.iter():
         if _localname(item) not in ("item", "entry"):
             continue
@@ -383,8 +377,14 @@ def _scan_items(root: etree._Element, out: dict[str, list[str]]) -> None:
                 href = (child.get("href") or text).strip()
                 if href:
                     keys.append(href)
-        for key in keys:
+        for key in set(keys):
             out.setdefault(key, values)
+            items_per_key[key] = items_per_key.get(key, 0) + 1
+    # A key several items share (an issue's contents page as link, a reused GUID) names
+    # none of them: each would get the first item's identifiers.
+    for key, count in items_per_key.items():
+        if count > 1:
+            del out[key]
 
 
 # --- dates ----------------------------------------------------------------------------
@@ -422,34 +422,44 @@ def _iso_date(raw: str | None, *, now: datetime) -> str | None:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _named_parts(raw: str) -> tuple[int, int, int, str | None, str | None] | None:
+    """(year, month, day, hour, minute) as the raw date writes them; None for another
+    format. An unknown month name is month 0, which no date accepts."""
+    m = _ISO_DATE.match(raw)
+    if m:
+        return int(m.group(1)), int(m.group(2)), int(m.group(3) or 1), m.group(4), m.group(5)
+    m = _RFC_DATE.search(raw)
+    if not m:
+        return None
+    y = int(m.group(3))
+    if y < 100:
+        y += 2000 if y < 50 else 1900
+    return y, _MONTHS.get(m.group(2).lower(), 0), int(m.group(1)), m.group(4), m.group(5)
+
+
+def _named_day(raw: str | None) -> date | None:
+    """The calendar date the raw string names, in its own time zone, or None."""
+    parts = _named_parts(raw) if raw else None
+    try:
+        return date(*parts[:3]) if parts else None
+    except ValueError:
+        return None
+
+
 def _raw_agrees(raw: str, when: datetime) -> bool:
     """False when the raw date names an impossible day or time, or a different day.
 
     feedparser normalizes overflow (month 13, day 45, hour 25) into a later, plausible
     date; a time-zone offset may move the UTC day by one, nothing more.
     """
-    m = _ISO_DATE.match(raw)
-    if m:
-        y, mo, d = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
-        hh, mm = m.group(4), m.group(5)
-    else:
-        m = _RFC_DATE.search(raw)
-        if not m:
-            return True  # another format feedparser understood; the range check still applies
-        month = _MONTHS.get(m.group(2).lower())
-        if month is None:
-            return False
-        y, mo, d = int(m.group(3)), month, int(m.group(1))
-        if y < 100:
-            y += 2000 if y < 50 else 1900
-        hh, mm = m.group(4), m.group(5)
+    parts = _named_parts(raw)
+    if parts is None:
+        return True  # another format feedparser understood; the range check still applies
+    hh, mm = parts[3], parts[4]
     if hh is not None and (int(hh) > 23 or int(mm) > 59):
         return False
-    try:
-        named = date(y, mo, d)
-    except ValueError:
-        return False
-    return abs((when.date() - named).days) <= 1
+    named = _named_day(raw)
+    return named is not None and abs((when.date() - named).days) <= 1
 
 
 # --- authors --------------------------------------------------------------------------
@@ -516,7 +526,7 @@ def _entry(
         if key and key.strip() in extra_ids:
             extra = extra_ids[key.strip()]
             break
-    ids = _identifiers(entry, extra, abstract or "")
+    ids = _identifiers(entry, extra)
     published_raw = _str(entry.get("published"))
     published = checked_date(published_raw, entry.get("published_parsed"), now=now)
     if published_raw is None:
@@ -528,6 +538,9 @@ def _entry(
     updated_raw = _str(entry.get("updated"))
     updated = checked_date(updated_raw, entry.get("updated_parsed"), now=now)
     when = published or updated
+    # The issue date as written ("01 Jan 2026 00:00 +1000" is 2026), not its UTC day.
+    day = _named_day(published_raw if published else updated_raw) if when else None
+    day_text = day.isoformat() if day else (when[:10] if when else None)
     authors = split_authors(a.get("name", "") for a in entry.get("authors") or []
                             if isinstance(a, dict))  # fmt: skip
     if not authors and _str(entry.get("author")):
@@ -541,8 +554,8 @@ def _entry(
         pmcid=ids.pmcid,
         abstract=abstract,
         journal=_short_field(journal_name),
-        pub_date=when[:10] if when else None,
-        year=int(when[:4]) if when else None,
+        pub_date=day_text,
+        year=int(day_text[:4]) if day_text else None,
         authors=authors,
         url=url,
         record_source="feed",
@@ -652,4 +665,5 @@ def parse_feed(
         title=_one_line(_plain(feed_info.get("title_detail"), feed_info.get("title"))),
         entries=entries,
         warnings=warnings,
+        truncated=cut or len(parsed.entries) > MAX_ENTRIES,
     )

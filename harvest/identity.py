@@ -356,6 +356,8 @@ def compatible(existing: dict[str, Any], row: dict[str, Any]) -> bool:
     if existing.get("doi") and row.get("doi") and existing["doi"].lower() == row["doi"].lower():
         return True
     ta, tb = normalize_title(existing.get("title")), normalize_title(row.get("title"))
-    return bool(ta and tb) and (ta == tb or fuzz.ratio(ta, tb) >= 85 or same_work(existing, row))
+    # No bare similarity shortcut: "... neck pain ..." and "... knee pain ..." score over 85,
+    # and only same_work's vetoes (swapped content words, numbers, title kinds) tell them apart.
+    return bool(ta and tb) and (ta == tb or same_work(existing, row))
 
 

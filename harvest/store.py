@@ -33,6 +33,9 @@ _MERGE_FIELDS = (
 )  # fmt: skip
 # Record sources in order of authority: PubMed's own record beats a feed's description.
 _AUTHORITY = {"pubmed": 3, "medline": 3, "sample": 1, "feed": 1}
+# Only NLM's own records replace each other's fields (revisions); two feeds describing one
+# work only fill each other's blanks, or they would overwrite each other on every run.
+_TOP_AUTHORITY = max(_AUTHORITY.values())
 
 
 class StoreError(Exception):
@@ -272,6 +275,8 @@ def save_rows(
         db["studies"].update(old["id"], merged)
         result.updated += 1
         result.changed_ids.append(old["id"])
+        if old["pmid"] and merged.get("doi"):  # PubMed gave a study its DOI at last
+            _absorb_feed_rows(db, old["id"], merged["doi"], now=now)
     if inserts:
         first = db.execute("SELECT coalesce(max(id), 0) FROM studies").fetchone()[0]
         _insert_rows(db, inserts)
@@ -314,6 +319,26 @@ def _insert_rows(db: Database, rows: list[dict[str, Any]]) -> None:
     db.execute("DROP TABLE temp.studies_staging")
 
 
+def _absorb_feed_rows(db: Database, keep: int, doi: str, *, now: str) -> None:
+    """Fold feed-only studies with this DOI into study ``keep``: they were one work all along
+    (the feed entry came before PubMed had the DOI, worded too differently to match). Their
+    sightings, feed entries, reading-list places and manual tags move over, their fields fill
+    ``keep``'s blanks, and each stays as a tombstone naming ``keep``."""
+    gone_ids = [r[0] for r in db.execute(
+        "SELECT id FROM studies WHERE doi = ? AND pmid IS NULL AND deleted = 0 AND id != ?", [doi, keep]
+    )]  # fmt: skip
+    for gone in gone_ids:
+        for table, which in (("sightings", ""), ("reading_list_items", ""), ("tags", " AND origin = 'manual'")):
+            db.execute(f"UPDATE OR IGNORE {table} SET study_id = ? WHERE study_id = ?{which}", [keep, gone])
+            db.execute(f"DELETE FROM {table} WHERE study_id = ?", [gone])
+        db.execute("UPDATE feed_entries SET study_id = ? WHERE study_id = ?", [keep, gone])
+        filled = _merge(existing_row(db, keep), existing_row(db, gone))
+        if filled:
+            db["studies"].update(keep, {**filled, "last_updated": now})
+        db["studies"].update(gone, {"deleted": 1, "deleted_reason": f"merged into study {keep}",
+                                    "last_updated": now})  # fmt: skip
+
+
 def existing_row(db: Database, study_id: int) -> dict[str, Any]:
     """The columns :func:`save_studies` needs to merge into study ``study_id``."""
     return next(db.query(f"SELECT {_EXISTING_COLS} FROM studies WHERE id = ?", [study_id]))
@@ -339,8 +364,9 @@ def _find_existing(db: Database, rows: list[dict[str, Any]]) -> dict[tuple[str, 
 def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
     """Return the columns to update, or None when nothing changes.
 
-    A less authoritative source (a feed) only fills blanks; a more authoritative one
-    (PubMed) replaces fields but never blanks one; an older PMID version is ignored.
+    A less authoritative source (a feed) only fills blanks, and so does another feed; a more
+    authoritative one (PubMed) replaces fields but never blanks one; an older PMID version
+    is ignored.
     """
     if old["pmid"] and new["pmid"] == old["pmid"]:
         if (new["pmid_version"] or 1) < (old["pmid_version"] or 1):
@@ -352,7 +378,7 @@ def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
         value, current = new.get(key), old.get(key)
         if value in (None, "") or value == current:
             continue
-        if current in (None, "") or new_rank >= old_rank:
+        if current in (None, "") or new_rank > old_rank or new_rank == old_rank == _TOP_AUTHORITY:
             out[key] = value
     if new_rank > old_rank:
         out["record_source"] = new["record_source"]

@@ -19,11 +19,12 @@ from fake_ncbi import Fault
 from lxml import etree
 
 import harvest
-from harvest import feed_harvest, identity, store
+from harvest import feed_harvest, feed_parse, identity, store
 from harvest.config import ConfigError, load_settings
 from harvest.eutils import EutilsClient, EutilsConfig
 from harvest.feed_config import load_feeds
 from harvest.feed_harvest import UPGRADE_SOURCE, harvest_feeds
+from harvest.feeds import FetchResult
 from harvest.models import Study
 from harvest.pubmed_xml import parse_pubmed_xml
 
@@ -219,8 +220,10 @@ def test_hostile_feeds_each_fail_or_pass_safely_and_nothing_else_is_lost(db, tmp
         assert bad not in blob, bad
     # An ill-formed (bozo) feed keeps its entries and says so on its run.
     assert "ill-formed" in rows(db, "SELECT warnings FROM runs WHERE source = 'feed:xxe-file'")[0]["warnings"]
-    # (its pmid: identifier joins it to the good feed's study of that PMID)
-    assert results["feed:xxe-file"].updated == 1 and results["feed:xxe-file"].warnings
+    # (its pmid: identifier joins it to the good feed's study of that PMID; one feed only
+    # fills another's blanks, and there are none, so the study is unchanged)
+    xxe = results["feed:xxe-file"]
+    assert (xxe.new, xxe.updated, xxe.unchanged) == (0, 0, 1) and xxe.warnings
     # Bad dates: raw kept, parsed null.
     dates = {r["link"].rsplit("/", 1)[1]: (r["published_raw"] or r["updated_raw"], r["published"] or r["updated"])
              for r in rows(db, "SELECT * FROM feed_entries WHERE source = 'feed:dates'")}
@@ -444,3 +447,53 @@ def test_config_errors_for_options_and_rules(tmp_path):
         load_feeds(settings_for(tmp_path, [], rules={"ims": {"any": "IMS"}}))
     with pytest.raises(ConfigError, match=r"name 'a' is used twice"):
         load_feeds(settings_for(tmp_path, [journal("a", "https://e.org/1"), journal("a", "https://e.org/2")]))
+
+
+def _one_item_feed(item: str) -> bytes:
+    return ('<?xml version="1.0"?><rss version="2.0"><channel><title>J</title>'
+            f"<item>{item}</item></channel></rss>").encode()
+
+
+TITLE = "<title>Dry needling for neck pain in office workers: a randomized trial</title>"
+
+
+def test_no_guid_no_link_and_a_pubdate_regenerated_per_fetch_is_one_entry(db, tmp_path, feed_host):
+    replies = [Reply(body=_one_item_feed(f"{TITLE}<pubDate>{d} Jan 2026 08:00:00 GMT</pubDate>"))
+               for d in ("05", "06", "07")]
+    settings = settings_for(tmp_path, [search("f", feed_host.route("/f", *replies))])
+    news = [harvest_feeds(db, settings, upgrade=False)[0].new for _ in replies]
+    assert news == [1, 0, 0]
+    assert db["studies"].count == 1
+    assert rows(db, "SELECT times_seen FROM feed_entries") == [{"times_seen": 3}]
+
+
+def test_a_guid_changing_per_fetch_without_a_link_keeps_one_entry_row(db, tmp_path, feed_host):
+    replies = [Reply(body=_one_item_feed(f'{TITLE}<guid isPermaLink="false">{g}</guid>'))
+               for g in ("s1", "s2", "s3")]
+    settings = settings_for(tmp_path, [search("f", feed_host.route("/f", *replies))])
+    for _ in replies:
+        harvest_feeds(db, settings, upgrade=False)
+    assert db["studies"].count == 1
+    assert rows(db, "SELECT guid, times_seen FROM feed_entries") == [{"guid": "s3", "times_seen": 3}]
+
+
+def test_a_truncated_feed_keeps_no_validators(db, tmp_path, feed_host, monkeypatch):
+    monkeypatch.setattr(feed_parse, "MAX_ENTRIES", 2)  # pubmed_search_rss.xml has 3 entries
+    url = feed_host.route("/f", Reply(body=fixture("pubmed_search_rss.xml"), etag='"e1"',
+                                      last_modified="Mon, 16 Nov 2026 10:00:00 GMT"))
+    settings = settings_for(tmp_path, [search("f", url)])
+    first = harvest_feeds(db, settings, upgrade=False)[0]
+    assert first.found == 2 and first.warnings
+    src = store.get_source(db, "feed:f")
+    assert (src["etag"], src["last_modified"]) == (None, None)
+    harvest_feeds(db, settings, upgrade=False)
+    assert "if-none-match" not in feed_host.requests_to("/f")[1].headers
+
+
+def test_a_permanent_move_from_https_to_http_is_not_stored(db, tmp_path, monkeypatch):
+    https, http = "https://feeds.example.org/f", "http://feeds.example.org/f"
+    monkeypatch.setattr(feed_harvest, "fetch_feed", lambda session, url, **kw: FetchResult(
+        url=http, status=200, content=fixture("bmc_atom.xml"), moved_to=http))
+    settings = settings_for(tmp_path, [search("f", https, topic="prolotherapy")])
+    assert harvest_feeds(db, settings, upgrade=False)[0].status == "ok"
+    assert store.get_source(db, "feed:f")["fetch_url"] == https

@@ -196,7 +196,8 @@ def test_identifier_sources():
     e = [x.study for x in parse_feed(body, XML, now=NOW).entries]
     assert (e[0].doi, e[0].pmid) == ("10.1002/pmrj.12974", None)
     assert (e[1].doi, e[1].pmcid) == ("10.1186/s12906-018-2226-5", "PMC5952445")
-    assert (e[2].pmid, e[2].doi) == ("8043247", "10.1097/00002060-199407000-00006")
+    # A DOI only in the summary text is not the entry's: it may be another article's.
+    assert (e[2].pmid, e[2].doi) == ("8043247", None)
     assert e[3].doi is None
     assert (e[4].pmid, e[4].pmcid, e[4].doi) == ("17718644", "PMC6416864", "10.1089/acm.2006.6371")
 
@@ -241,3 +242,62 @@ def test_a_giant_feed_is_read_up_to_the_entry_cap_in_bounded_time():
     assert time.monotonic() - start < 5
     assert len(feed.entries) == 1000 and feed.entries[-1].study.title == "Dry needling trial 999"
     assert feed.warnings == ["more than 1000 entries: only the first 1000 read"]
+
+
+def _rss(items: str) -> bytes:
+    return (b'<?xml version="1.0"?><rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+            b"<channel><title>J</title>" + items.encode() + b"</channel></rss>")
+
+
+def test_items_sharing_a_link_or_guid_keep_their_own_identifiers():
+    # A table of contents whose items all link to the issue page, or share one GUID: each
+    # item's dc:identifier values are its own, never the first item's.
+    body = _rss("""
+    <item><title>Dry needling for neck pain in adults: a trial</title><link>https://j.example/toc</link>
+      <dc:identifier>doi:10.1000/AAA</dc:identifier></item>
+    <item><title>Manual therapy for knee osteoarthritis: a cohort</title><link>https://j.example/toc</link>
+      <dc:identifier>doi:10.1000/BBB</dc:identifier></item>
+    <item><title>Prolotherapy for tendinopathy: a review</title><guid>g</guid><link>https://j.example/c</link>
+      <dc:identifier>doi:10.1000/CCC</dc:identifier></item>
+    <item><title>Cupping for back pain: a pilot trial</title><guid>g</guid><link>https://j.example/d</link>
+      <dc:identifier>doi:10.1000/DDD</dc:identifier></item>""")
+    got = [e.study.doi for e in parse_feed(body, XML, now=NOW).entries]
+    assert got == ["10.1000/aaa", "10.1000/bbb", "10.1000/ccc", "10.1000/ddd"]
+
+
+def test_a_correction_does_not_take_the_doi_its_summary_cites():
+    body = _rss("""<item><title>Correction to: Dry needling for neck pain: a randomized trial</title>
+      <guid>e1</guid><link>https://j.example/article/e1</link><description>An amendment to this paper has
+      been published and can be accessed via the original article https://doi.org/10.1186/s1-021-1.</description></item>""")
+    (entry,) = parse_feed(body, XML, now=NOW).entries
+    assert entry.study.doi is None
+
+
+def test_pub_date_is_the_calendar_date_as_written():
+    body = _rss("""<item><title>Dry needling for neck pain: a randomized trial</title><guid>a1</guid>
+      <pubDate>Thu, 01 Jan 2026 00:00:00 +1000</pubDate></item>
+      <item><title>Cupping for back pain: a pilot trial</title><guid>a2</guid>
+      <pubDate>Wed, 31 Dec 2025 20:00:00 -0500</pubDate></item>""")
+    first, second = parse_feed(body, XML, now=NOW).entries
+    assert first.published == "2025-12-31T14:00:00Z"  # the instant stays UTC
+    assert (first.study.pub_date, first.study.year) == ("2026-01-01", 2026)
+    assert second.published == "2026-01-01T01:00:00Z"
+    assert (second.study.pub_date, second.study.year) == ("2025-12-31", 2025)
+
+
+def test_tag_like_plain_text_does_not_cut_the_rest_of_the_field():
+    body = _rss("""<item><title>Effect size &lt;object of 0.5 in dry needling</title><guid>a1</guid>
+      <description>Results: p &amp;lt; 0.05. The &amp;lt;object of the study was pain. The &amp;lt;object&amp;gt;
+      named. Conclusion: it works.</description></item>""")
+    (entry,) = parse_feed(body, XML, now=NOW).entries
+    assert entry.study.title == "Effect size <object of 0.5 in dry needling"
+    assert entry.study.abstract == ("Results: p < 0.05. The <object of the study was pain. "
+                                    "The named. Conclusion: it works.")
+
+
+def test_a_truncated_feed_says_so():
+    item = b"<item><title>Dry needling trial %d</title><link>https://example.org/a/%d</link></item>"
+    body = (b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+            + b"".join(item % (i, i) for i in range(1001)) + b"</channel></rss>")
+    assert parse_feed(body, XML, now=NOW).truncated
+    assert not parse("bmc_atom.xml").truncated

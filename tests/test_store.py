@@ -134,6 +134,48 @@ def test_feed_row_upgraded_by_pubmed_record_via_doi(db):
     fts_ok(db)
 
 
+def test_a_feed_only_study_is_folded_in_when_pubmed_gives_its_doi(db):
+    """The feed entry came first with a DOI and a publisher's wording PubMed's record (no DOI
+    yet) does not match; the PubMed revision that adds the DOI makes them one study."""
+    from harvest import reading_lists
+
+    save(db, study("111", title="Dry needling for chronic neck pain: a randomised trial"))
+    feed = Study(title="Effects of trigger point needling in office workers", doi="10.1000/d",
+                 url="https://j.example/d", record_source="feed")
+    store.ensure_source(db, "feed:j", kind="feed")
+    run = store.start_run(db, "feed:j")
+    save(db, feed, run_id=run)
+    gone = 2
+    with store.write_tx(db):
+        db.execute("INSERT INTO tags (study_id, facet, value, origin, rule_id, evidence, negated, created) "
+                   "VALUES (?, 'design', 'rct', 'manual', 'manual', 'checked', 0, 'x')", [gone])
+    reading_lists.create_list(db, "to read", study_ids=[gone])
+
+    r = save(db, study("111", title="Dry needling for chronic neck pain: a randomised trial",
+                       doi="10.1000/d", pmid_version=1, abstract=None))
+    assert r.updated == 1
+    keep, old = db["studies"].get(1), db["studies"].get(gone)
+    assert (keep["doi"], keep["url"], keep["deleted"]) == ("10.1000/d", "https://j.example/d", 0)
+    assert (old["deleted"], old["deleted_reason"]) == (1, "merged into study 1")
+    assert [s["study_id"] for s in db["sightings"].rows_where("run_id = ?", [run])] == [1]
+    assert [t["study_id"] for t in db["tags"].rows_where("origin = 'manual'")] == [1]
+    assert [i["study_id"] for i in db["reading_list_items"].rows] == [1]
+    assert db.execute("SELECT count(*) FROM studies WHERE doi = '10.1000/d' AND deleted = 0").fetchone()[0] == 1
+    fts_ok(db)
+
+
+def test_two_feeds_describing_one_work_only_fill_each_others_blanks(db):
+    a = Study(title="Dry needling for neck pain", doi="10.1000/x1", journal="Acupunct Med",
+              record_source="feed")
+    b = Study(title="Dry Needling for Neck Pain.", doi="10.1000/x1", journal="Acupuncture in Medicine",
+              abstract="From feed B", record_source="feed")
+    save(db, a)
+    assert save(db, b).updated == 1  # fills the blank abstract
+    assert save(db, a).unchanged == 1 and save(db, b).unchanged == 1  # then no churn
+    row = db["studies"].get(1)
+    assert (row["journal"], row["title"], row["abstract"]) == ("Acupunct Med", a.title, "From feed B")
+
+
 def test_two_pubmed_records_sharing_a_doi_do_not_merge_into_one_feed_row(db):
     """Publishers reuse DOIs (an erratum and its article): one batch holding both PMIDs."""
     save(db, Study(title="Dry needling for neck pain", doi="10.1/x", record_source="feed"))
