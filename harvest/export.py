@@ -11,13 +11,14 @@ format's keyword and note fields so they survive a trip through a reference mana
 from __future__ import annotations
 
 import csv
+import html as html_lib
 import io
 import json
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from importlib import resources
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
@@ -165,10 +166,16 @@ def select_study_ids(
 
 def _since(value: str) -> str:
     try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return date.fromisoformat(value).isoformat()  # a date alone compares as a prefix
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ExportError(f"--since {value!r} is not an ISO date (YYYY-MM-DD)") from exc
-    return value
+    # first_seen is stored as UTC "...Z" text, so compare like with like (naive means UTC)
+    moment = moment.replace(tzinfo=moment.tzinfo or UTC).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def sql_study_ids(db: Database, sql: str) -> list[int]:
@@ -292,10 +299,23 @@ def _urls(rec: dict[str, Any]) -> list[str]:
     return urls
 
 
+# Words that mark a collective author ("Writing Committee for the UK"), not a family name.
+_NOT_A_FAMILY = re.compile(
+    r"\b(?:for|the|of|and|on|in)\b|\b(?i:group|committee|consortium|collaborat\w*|network"
+    r"|investigators|society|association|team|study)\b"
+)
+
+
+def _is_family(text: str) -> bool:
+    # up to 4 words keeps "de la Cruz Romero"; a group name ending in "UK" or "GI" fails
+    return len(text.split()) <= 4 and not _NOT_A_FAMILY.search(text)
+
+
 def _split_author(name: str) -> dict[str, str]:
     """PubMed's "Last Initials" into CSL's family/given; a collective name stays literal."""
     parts = name.rsplit(" ", 1)
-    if len(parts) == 2 and parts[1].isalpha() and parts[1].isupper() and len(parts[1]) <= 4:
+    if (len(parts) == 2 and parts[1].isalpha() and parts[1].isupper() and len(parts[1]) <= 4
+            and _is_family(parts[0])):  # fmt: skip
         # "SR" -> "S. R." so that CSL styles initialize both (Vancouver prints "SR")
         return {"family": parts[0], "given": " ".join(f"{c}." for c in parts[1])}
     return {"literal": name}
@@ -313,6 +333,14 @@ def citation_key(rec: dict[str, Any]) -> str:
 
 
 # --- formats -----------------------------------------------------------------------------
+
+
+_CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> Any:
+    # spreadsheets run a text cell starting with = + - @ TAB CR as a formula (OWASP CSV injection)
+    return "'" + value if isinstance(value, str) and value.startswith(_CSV_FORMULA_START) else value
 
 
 def to_csv(records: Iterable[dict[str, Any]]) -> str:
@@ -333,7 +361,7 @@ def to_csv(records: Iterable[dict[str, Any]]) -> str:
         for c in ("interventions", "conditions", "comparators", "flags"):
             row[c] = "; ".join(tags.get(c) or [])
         row["retracted"] = int(bool(rec.get("retracted")))
-        w.writerow(row)
+        w.writerow({c: _csv_cell(v) for c, v in row.items()})
     return buf.getvalue()
 
 
@@ -346,7 +374,7 @@ def to_ris_entries(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "title": rec["title"],
             "authors": list(rec.get("authors") or []),
             "keywords": tag_keywords(rec) + list(rec.get("keywords") or []),
-            "notes": [tag_note(rec)],
+            "notes": [_one_line(tag_note(rec))],
         }
         if rec.get("journal"):
             e["journal_name"] = rec["journal"]
@@ -355,7 +383,7 @@ def to_ris_entries(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         if rec.get("pub_date"):
             e["date"] = rec["pub_date"].replace("-", "/")
         if rec.get("abstract"):
-            e["abstract"] = rec["abstract"]
+            e["abstract"] = _one_line(rec["abstract"])
         if rec.get("doi"):
             e["doi"] = rec["doi"]
         if rec.get("pmid"):
@@ -366,6 +394,11 @@ def to_ris_entries(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             e["language"] = rec["languages"][0]
         entries.append(e)
     return entries
+
+
+def _one_line(text: str) -> str:
+    """Lines joined with a space: a line inside a field that looks like "ER  - " ends a record."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def to_ris(records: Iterable[dict[str, Any]]) -> str:
@@ -399,6 +432,22 @@ def bibtex_unescape(text: str) -> str:
     return _BIB_UNESCAPE.sub(lambda m: m.group(1) or back[m.group(0)], text)
 
 
+# A word with two or more capitals (RCT, COVID-19, McDonald): styles would lowercase it.
+_BIB_ACRONYM = re.compile(r"(?<![\w-])((?=[\w-]*[A-Z][\w-]*[A-Z])[\w-]+)")
+
+
+def bibtex_title(text: str) -> str:
+    """An escaped title with acronyms braced, so that BibTeX styles keep their capitals."""
+    parts = _BIB_ACRONYM.split(text)  # odd items are the acronyms
+    return "".join("{" + bibtex_escape(p) + "}" if i % 2 else bibtex_escape(p)
+                   for i, p in enumerate(parts))  # fmt: skip
+
+
+def _bib_verbatim(text: str) -> str:
+    # a brace in a DOI (Wiley's SICI DOIs) would end the field; %7B/%7D resolve the same
+    return text.replace("{", "%7B").replace("}", "%7D")
+
+
 def _bib_name(author: str) -> str:
     a = _split_author(author)
     # a collective author is braced whole, so BibTeX does not split it into names
@@ -429,7 +478,14 @@ def to_bibtex(records: Iterable[dict[str, Any]]) -> str:
             if not value:
                 continue
             # author names are already BibTeX syntax; url/doi are verbatim fields
-            text = value if key in ("author", "url", "doi") else bibtex_escape(value)
+            if key == "author":
+                text = value
+            elif key in ("url", "doi"):
+                text = _bib_verbatim(value)
+            elif key == "title":
+                text = bibtex_title(value)
+            else:
+                text = bibtex_escape(value)
             out.append(Field(key, text))  # bibtexparser adds the enclosing braces
         library.add(Entry("article", citation_key(rec), out))
     return bibtexparser.write_string(library)
@@ -486,7 +542,8 @@ def bibliography(records: Sequence[dict[str, Any]], *, style: str = "vancouver",
     items = []
     for item in to_csl_items(records):
         # citeproc-py knows the CSL variables, not our extensions
-        items.append({k: v for k, v in item.items() if k not in ("custom", "keyword", "note")})
+        item = {k: v for k, v in item.items() if k not in ("custom", "keyword", "note")}
+        items.append(_html_escape_csl(item) if html else item)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # citeproc-py warns about every unsupported element
         source = CiteProcJSON(items)
@@ -498,6 +555,17 @@ def bibliography(records: Sequence[dict[str, Any]], *, style: str = "vancouver",
         rendered = {str(k): str(e) for k, e in zip(bib.keys, bib.bibliography(), strict=True)}
     return [rendered[i["id"].lower()] if i["id"].lower() in rendered else rendered[i["id"]]
             for i in items]  # fmt: skip
+
+
+def _html_escape_csl(value: Any) -> Any:
+    """Every string in a CSL item HTML-escaped: citeproc-py's html formatter inserts them raw."""
+    if isinstance(value, str):
+        return html_lib.escape(value, quote=False)
+    if isinstance(value, list):
+        return [_html_escape_csl(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _html_escape_csl(v) for k, v in value.items()}
+    return value
 
 
 def to_markdown(records: Sequence[dict[str, Any]], *, style: str = "vancouver",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -73,14 +74,19 @@ def test_bibtex_round_trip_with_bibtexparser(records: list[dict[str, Any]]) -> N
     assert len(library.entries) == len(records)
     for rec, entry in zip(records, library.entries, strict=True):
         assert entry.key == export.citation_key(rec)
-        assert export.bibtex_unescape(entry["title"]) == rec["title"]
+        assert _bib_text(entry["title"]) == rec["title"]
         assert export.bibtex_unescape(entry["note"]) == export.tag_note(rec)
         keywords = export.bibtex_unescape(entry["keywords"]).split(", ")
         assert set(export.tag_keywords(rec)) <= set(keywords)
         if rec["doi"]:
             assert entry["doi"] == rec["doi"]
     # braces stay balanced however odd the title
-    assert "\\{Mo6I8\\}" in text and "0.02\\%" in text and "Heme \\& RAGE" in text
+    assert "\\{{Mo6I8}\\}" in text and "0.02\\%" in text and "Heme \\& {RAGE}" in text
+
+
+def _bib_text(value: str) -> str:
+    """A BibTeX title as a reader sees it: case-protecting braces dropped, then unescaped."""
+    return export.bibtex_unescape(re.sub(r"(?<!\\)\{((?:[^{}\\]|\\.)+)\}", r"\1", value))
 
 
 def test_bibtex_escape_round_trip() -> None:
@@ -237,3 +243,113 @@ def test_cli_list_and_export(db_path: Path, tmp_path: Path) -> None:
     r = run(cli, ["serve", "--db", str(db_file), "--print-command", "--host", "0.0.0.0"])
     assert "default_allow_sql off" in r.output and "--host 0.0.0.0" in r.output
     assert " -i " not in r.output and "immutable" not in r.output
+
+
+# --- reviewer's defects: escaping, injection, names, identifiers, dates ---------------------
+
+
+def _rec(**fields: Any) -> dict[str, Any]:
+    """A minimal record as load_records returns it, for format edge cases."""
+    rec: dict[str, Any] = {"id": 1, "pmid": "1", "doi": None, "pmcid": None, "title": "A trial.",
+                           "authors": ["Smith JA"], "journal": "J Test", "year": 2020,
+                           "pub_date": "2020-01-02", "abstract": None, "keywords": [],
+                           "languages": [], "retracted": False, "tags": {}}  # fmt: skip
+    rec.update(fields)
+    return rec
+
+
+def test_html_bibliography_escapes_record_text() -> None:
+    rec = _rec(title="Heme & RAGE <script>alert(1)</script>", journal="J <Pain> & Co",
+               authors=["O'Neil B", "Writing Committee for the <UK>"])  # fmt: skip
+    for style in export.STYLES:
+        page = export.to_html([rec], style=style)
+        assert "<script>" not in page and "<Pain>" not in page and "<UK>" not in page, page
+        assert "Heme &amp; RAGE &lt;script&gt;" in page and "J &lt;Pain&gt; &amp; Co" in page
+        assert "&amp;amp;" not in page and "&amp;lt;" not in page  # escaped once
+    # plain text (Markdown) is left alone: _md_escape handles it
+    assert "J <Pain> & Co" in export.bibliography([rec])[0]
+
+
+def test_csv_neutralises_formula_cells() -> None:
+    import csv
+    import io
+
+    rec = _rec(title="=HYPERLINK(\"http://x\",\"y\")", journal="+cmd|' /C calc'!A0",
+               authors=["@SUM(1+1)"], abstract="-2+3",
+               tags={"sample_size": -5, "conclusion": "\tx", "design": "-"})  # fmt: skip
+    row = next(csv.DictReader(io.StringIO(export.to_csv([rec]))))
+    assert row["title"] == "'=HYPERLINK(\"http://x\",\"y\")"
+    assert row["journal"] == "'+cmd|' /C calc'!A0" and row["authors"] == "'@SUM(1+1)"
+    assert row["conclusion"] == "'\tx" and row["design"] == "'-"
+    assert row["sample_size"] == "-5"  # a number is no formula
+    assert row["pmid"] == "1" and row["pub_date"] == "2020-01-02"
+
+
+@pytest.mark.parametrize(
+    ("name", "csl"),
+    [
+        ("Smith JA", {"family": "Smith", "given": "J. A."}),
+        ("van der Berg H", {"family": "van der Berg", "given": "H."}),
+        ("O'Neil B", {"family": "O'Neil", "given": "B."}),
+        ("de la Cruz Romero J", {"family": "de la Cruz Romero", "given": "J."}),
+        ("Writing Committee for the UK", {"literal": "Writing Committee for the UK"}),
+        ("ESPGHAN Committee on Nutrition GI", {"literal": "ESPGHAN Committee on Nutrition GI"}),
+        ("PROSPECT Study Group", {"literal": "PROSPECT Study Group"}),
+        ("Knee OA Trialists Network AU", {"literal": "Knee OA Trialists Network AU"}),
+    ],
+)
+def test_split_author_keeps_collective_names_literal(name: str, csl: dict[str, str]) -> None:
+    assert export._split_author(name) == csl
+    bib = export._bib_name(name)
+    assert bib == (f"{csl['family']}, {csl['given']}" if "family" in csl else "{" + name + "}")
+
+
+def test_bibtex_braces_in_doi_and_url_are_percent_encoded() -> None:
+    import bibtexparser
+
+    doi = "10.1002/(SICI)1097-4636(199812)43:4<456::AID-JBM16}3.0.CO;2-N"  # a lone brace
+    rec = _rec(doi=doi, pmid=None, url="https://example.org/a{b}")
+    library = bibtexparser.parse_string(export.to_bibtex([rec]))
+    assert not library.failed_blocks
+    entry = library.entries[0]
+    assert entry["doi"] == doi.replace("{", "%7B").replace("}", "%7D")
+    assert entry["url"] == "https://doi.org/" + entry["doi"]
+    assert "abstract" not in entry.fields_dict and entry["journal"] == "J Test"
+
+
+def test_ris_multiline_abstract_and_note_stay_in_their_record() -> None:
+    import rispy
+
+    abstract = "BACKGROUND: Knees.\n\nMETHODS: We randomised.\nER  - \n\nRESULTS: Better."
+    recs = [_rec(abstract=abstract, tags={"conclusion": "works\nER  - "}), _rec(id=2, pmid="2")]
+    parsed = rispy.loads(export.to_ris(recs))
+    assert len(parsed) == 2
+    assert parsed[0]["abstract"] == "BACKGROUND: Knees. METHODS: We randomised. ER  - RESULTS: Better."
+    assert parsed[0]["notes"] == ["doesitwork: Design: unknown; Conclusion: works ER  -"]
+    assert parsed[1]["accession_number"] == "PMID:2"
+
+
+def test_since_with_an_offset_compares_in_utc(db: Any) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    newest = db.execute("SELECT max(first_seen) FROM studies WHERE deleted = 0").fetchone()[0]
+    sql = "SELECT id FROM studies WHERE first_seen = ? AND deleted = 0"
+    ids = [r[0] for r in db.execute(sql, [newest])]
+    instant = datetime.strptime(newest, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    local = instant.astimezone(timezone(timedelta(hours=5))).isoformat()  # same instant, +05:00
+    assert sorted(export.select_study_ids(db, since=local)) == sorted(ids)
+    assert export._since(local) == newest
+    assert export._since("2026-01-01") == "2026-01-01"  # a date alone stays a date
+    with pytest.raises(export.ExportError, match="not an ISO date"):
+        export._since("last week")
+
+
+def test_bibtex_title_protects_acronyms() -> None:
+    import bibtexparser
+
+    rec = _rec(title="An RCT of MRI-guided care in COVID-19 (IMS trial) by McDonald & co: PE_PGRS.")
+    entry = bibtexparser.parse_string(export.to_bibtex([rec])).entries[0]
+    assert entry["title"] == (
+        "An {RCT} of {MRI-guided} care in {COVID-19} ({IMS} trial) by {McDonald} \\& co: {PE\\_PGRS}."
+    )
+    assert _bib_text(entry["title"]) == rec["title"]
