@@ -132,7 +132,8 @@ def facts_html(synth: Synthesis, db: Database | None = None) -> Html:
     return Html(
         _CSS + '<div class="diw"><div class="facts">'
         f"{where}<b>Last harvest:</b> {_e(f['harvested'] or 'never')}<br>"
-        f"<b>Studies:</b> {f['studies']} (publication years {years}); by intervention: {per_iv}<br>"
+        f"<b>Studies:</b> {f['studies']} (not counting retracted ones; publication years {years}); "
+        f"by intervention: {per_iv}<br>"
         f"<b>Systematic reviews and meta-analyses:</b> {f['reviews']}; "
         f"<b>randomized trials:</b> {f['trials']}; <b>retracted</b> (left out of every count): "
         f"{f['retracted']}; withdrawn records: {f['deleted']}<br>"

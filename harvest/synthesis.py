@@ -58,6 +58,7 @@ TRIAL_DESIGNS = ("rct",)
 SHAM_COMPARATORS = ("sham_needling", "placebo_injection")
 FAVOURING = frozenset({"favours_intervention"})
 AGAINST = frozenset({"no_difference", "favours_control", "harm"})
+STATED = FAVOURING | AGAINST | {"inconclusive"}  # conclusions that count toward a verdict
 # Studies of an intervention with no condition tag are kept, in a cell of their own.
 UNSPECIFIED = "unspecified"
 
@@ -74,6 +75,8 @@ MIN_PARTICIPANTS = 100  # randomized participants needed to say anything from tr
 CLEAR_SHARE = 2 / 3  # share of trials concluding one way for "favourable" or "not supported"
 SMALL_PARTICIPANTS = 300  # below this many randomized participants the evidence is "small"
 SHAM_SHARE = 0.5  # below this share of sham/placebo-controlled trials: "mostly unblinded"
+# CLEAR_SHARE in words for the rules' text ("67%" would misstate a share of exactly 2 in 3)
+_CLEAR = "two thirds" if abs(CLEAR_SHARE - 2 / 3) < 1e-9 else f"{CLEAR_SHARE:.1%}"
 
 _LABELS = {
     "ims": "IMS (Gunn)",
@@ -398,9 +401,41 @@ def _reviews_inconclusive(cell: Cell) -> int:
     return _decisive(cell, cell.reviews)[2]
 
 
+def _review_share(cell: Cell, which: int) -> float:
+    """Share of the reviews with a stated conclusion that conclude ``which`` way (0 in favour,
+    1 no difference/against/harm, 2 inconclusive)."""
+    counts = _decisive(cell, cell.reviews)
+    stated = sum(counts)
+    return counts[which] / stated if stated else 0.0
+
+
 def _trial_share(cell: Cell, which: int) -> float:
     stated = _trials_stated(cell)
     return _decisive(cell, cell.trials)[which] / stated if stated else 0.0
+
+
+def _participants(studies: Iterable[Study], conclusions: Iterable[str] = STATED) -> int:
+    """Randomized participants in the given studies whose conclusion is one of ``conclusions``
+    (by default: any stated conclusion; trials with no conclusion extracted never count)."""
+    wanted = frozenset(conclusions)
+    return sum(s.sample_size or 0 for s in studies if s.conclusion in wanted)
+
+
+def _newest_favourable_review_year(cell: Cell) -> int | None:
+    years = [s.year for s in cell.reviews if s.conclusion in FAVOURING and s.year]
+    return max(years) if years else None
+
+
+def _later_dissent(cell: Cell) -> list[Study]:
+    """Reviews and randomized trials published in a later year than the newest favourable
+    review that conclude anything but in favour (no difference, favours the control, harm,
+    inconclusive): newer evidence that the favourable review could not weigh. Newest first."""
+    newest = _newest_favourable_review_year(cell)
+    if newest is None:
+        return []
+    later = [s for s in (*cell.reviews, *cell.trials)
+             if s.year and s.year > newest and s.conclusion in STATED - FAVOURING]  # fmt: skip
+    return sorted(later, key=lambda s: (-(s.year or 0), s.id))
 
 
 # The verdict rules, in order: the first that applies gives the verdict.
@@ -417,9 +452,21 @@ VERDICT_RULES: tuple[VerdictRule, ...] = (
         lambda c: _reviews_fav(c) > 0 and _reviews_against(c) > 0,
     ),
     VerdictRule(
+        "V10", "mixed",
+        f"at least one review concludes in favour of the intervention, but fewer than "
+        f"{_CLEAR} of the reviews that state a conclusion do, or a review or randomized "
+        "trial published after the newest favourable review finds no difference, favours the "
+        "control, reports harm or calls the evidence inconclusive",
+        lambda c: _reviews_fav(c) > 0
+        and (_review_share(c, 0) < CLEAR_SHARE or bool(_later_dissent(c))),
+    ),
+    VerdictRule(
         "V3", "supported by reviews",
-        "at least one review concludes in favour of the intervention and none concludes against",
-        lambda c: _reviews_fav(c) > 0,
+        f"at least {_CLEAR} of the reviews that state a conclusion favour the "
+        "intervention, none concludes against, and no review or randomized trial published after "
+        "the newest favourable review concludes otherwise",
+        lambda c: _reviews_fav(c) > 0 and _reviews_against(c) == 0
+        and _review_share(c, 0) >= CLEAR_SHARE and not _later_dissent(c),
     ),
     VerdictRule(
         "V4", "not supported by reviews",
@@ -435,24 +482,31 @@ VERDICT_RULES: tuple[VerdictRule, ...] = (
     VerdictRule(
         "V6", "insufficient evidence",
         f"no review with a stated conclusion, and fewer than {MIN_TRIALS} randomized trials with a "
-        f"stated conclusion or fewer than {MIN_PARTICIPANTS} randomized participants",
-        lambda c: _trials_stated(c) < MIN_TRIALS or c.randomized_participants < MIN_PARTICIPANTS,
+        f"stated conclusion or fewer than {MIN_PARTICIPANTS} randomized participants in them",
+        lambda c: _trials_stated(c) < MIN_TRIALS
+        or _participants(c.trials) < MIN_PARTICIPANTS,
     ),
     VerdictRule(
         "V7", "favourable trials, no supporting review",
-        f"no review with a stated conclusion; at least {CLEAR_SHARE:.0%} of the randomized trials "
-        "with a stated conclusion favour the intervention",
-        lambda c: _trial_share(c, 0) >= CLEAR_SHARE,
+        f"no review with a stated conclusion; at least {_CLEAR} of the randomized trials "
+        "with a stated conclusion favour the intervention, and those favourable trials randomized "
+        f"at least {MIN_PARTICIPANTS} participants",
+        lambda c: _trial_share(c, 0) >= CLEAR_SHARE
+        and _participants(c.trials, FAVOURING) >= MIN_PARTICIPANTS,
     ),
     VerdictRule(
         "V8", "not supported by trials",
-        f"no review with a stated conclusion; at least {CLEAR_SHARE:.0%} of the randomized trials "
-        "with a stated conclusion find no difference, favour the control, or report harm",
-        lambda c: _trial_share(c, 1) >= CLEAR_SHARE,
+        f"no review with a stated conclusion; at least {_CLEAR} of the randomized trials "
+        "with a stated conclusion find no difference, favour the control, or report harm, and "
+        f"those trials randomized at least {MIN_PARTICIPANTS} participants",
+        lambda c: _trial_share(c, 1) >= CLEAR_SHARE
+        and _participants(c.trials, AGAINST) >= MIN_PARTICIPANTS,
     ),
     VerdictRule(
         "V9", "mixed",
-        "no review with a stated conclusion; the randomized trials point different ways",
+        "no review with a stated conclusion; the randomized trials with a stated conclusion point "
+        f"different ways, or those pointing one way randomized fewer than {MIN_PARTICIPANTS} "
+        "participants",
         lambda c: True,
     ),
 )
@@ -501,6 +555,16 @@ def _reasons(cell: Cell) -> list[str]:
         items = "; ".join(f"{s.ref}: {label(s.conclusion)}" for s in cell.reviews[:6])
         more = f"; and {len(cell.reviews) - 6} more" if len(cell.reviews) > 6 else ""
         out.append(f"{_n(len(cell.reviews), 'review')} ({items}{more})")
+        fav, against, inc = _decisive(cell, cell.reviews)
+        if fav + against + inc:
+            out.append(f"{fav} of {_n(fav + against + inc, 'review')} with a stated conclusion "
+                       f"in favour, {against} no difference/against/harm, {inc} inconclusive")
+        later = _later_dissent(cell)
+        if later:
+            items = "; ".join(f"{s.ref}: {label(s.conclusion)}" for s in later[:6])
+            more = f"; and {len(later) - 6} more" if len(later) > 6 else ""
+            out.append(f"published after the newest favourable review "
+                       f"({_newest_favourable_review_year(cell)}) and not in favour: {items}{more}")
     else:
         out.append("no systematic review or meta-analysis")
     if cell.trials:
@@ -512,6 +576,13 @@ def _reasons(cell: Cell) -> list[str]:
         out.append(
             f"{_n(len(cell.trials), 'randomized trial')}, {sizes}; conclusions: {fav} in favour, "
             f"{against} no difference/against/harm, {inc} inconclusive, {unstated} not extracted"
+        )
+        no_conclusion = sum(s.sample_size or 0 for s in cell.trials if s.conclusion not in STATED)
+        out.append(
+            f"randomized participants by trial conclusion: {_participants(cell.trials, FAVOURING)} "
+            f"in favour, {_participants(cell.trials, AGAINST)} no difference/against/harm, "
+            f"{_participants(cell.trials, {'inconclusive'})} inconclusive, {no_conclusion} in "
+            "trials with no conclusion extracted (these never count toward a verdict)"
         )
         unknown = sum(1 for s in cell.trials if not s.comparators)
         out.append(f"{cell.sham_controlled} of {_n(len(cell.trials), 'trial')} sham- or placebo-controlled"
@@ -605,14 +676,15 @@ def database_facts(db: Database, studies: Sequence[Study] | None = None) -> dict
     if "tags" in tables:
         row = db.execute("SELECT max(ruleset_version) FROM tags").fetchone()
         ruleset = row[0] if row else None
-    years = [s.year for s in studies if s.year]
-    live = [s for s in studies if not s.retracted]
+    live = [s for s in studies if not s.retracted]  # retracted studies are counted nowhere
+    years = [s.year for s in live if s.year]
     return {
         "harvested": harvested,
-        "studies": len(studies),
+        "studies": len(live),  # live, not retracted (tombstoned rows are never loaded)
+        "stored": len(studies),  # live studies including the retracted ones
         "retracted": len(studies) - len(live),
         "deleted": deleted,
-        "untagged": sum(1 for s in studies if s.design is None and not s.interventions),
+        "untagged": sum(1 for s in live if s.design is None and not s.interventions),
         "first_year": min(years) if years else None,
         "last_year": max(years) if years else None,
         "reviews": sum(1 for s in live if s.is_review),

@@ -96,10 +96,27 @@ def test_report_is_self_contained_with_facts_at_the_top(demo_report: Path) -> No
     assert not re.search(r"<(script|link|img)\b[^>]*(src|href)=[\"']?https?:", html)
     body = html[html.index("<body"):]
     first = body.index("Last harvest:")
-    assert first < body.index("Evidence map") and "Studies:</b> 52" in body
+    # 52 sample records, one of them retracted: the header counts the 51 others
+    assert first < body.index("Evidence map") and "Studies:</b> 51 " in body
     assert "not medical advice" in body
     assert "PMID 17718644" in body[body.index("Retracted studies"):]  # listed apart
     assert "Traceback" not in html
+
+
+def test_header_study_count_leaves_retracted_studies_out(demo_db: Path) -> None:
+    """The header says retracted studies are "left out of every count": its study count too."""
+    db = store.open_db(demo_db)
+    try:
+        synth = synthesis.synthesize(db)
+        html = report.facts_html(synth, db)
+        live = [s for s in synth.studies if not s.retracted]
+    finally:
+        db.conn.close()
+    assert len(synth.studies) == 52 and len(live) == 51
+    assert synth.facts["studies"] == 51 and synth.facts["retracted"] == 1
+    assert f"<b>Studies:</b> {len(live)} (not counting retracted ones;" in html
+    assert "(left out of every count): 1;" in html
+    assert f"<b>randomized trials:</b> {sum(s.is_trial for s in live)};" in html
 
 
 def test_report_in_headless_chromium(demo_report: Path) -> None:

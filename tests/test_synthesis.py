@@ -21,6 +21,8 @@ IV, COND = "dry_needling", "whiplash"
 # Real PMIDs of the sample, by publication year.
 P1994, P2002, P2004, P2007, P2009 = "8043247", "12237186", "14699269", "17718644", "19028733"
 P2013, P2016, P2017, P2020, P2021, P2024 = "23690322", "28163732", "28248690", "32488238", "34579747", "38705988"
+P2018 = ("29764447", "30083458", "29952993")
+P2019, P2023 = "31354339", ("37590853", "37861902", "36989071")
 
 
 def curated(tmp_path: Path, studies: list[tuple], *, name: str = "curated.db"):
@@ -134,6 +136,8 @@ def test_retracted_studies_are_listed_apart_and_never_counted(tmp_path: Path) ->
     assert cell.verdict.label == "insufficient evidence"  # the retracted review no longer counts
     assert any("retracted" in c and P2009 in c for c in cell.verdict.caveats)
     assert synth.facts["retracted"] == 2
+    assert synth.facts["studies"] == synth.facts["stored"] - 2  # counted nowhere, the total neither
+    assert synth.facts["studies"] == sum(1 for s in synth.studies if not s.retracted)
     assert {s.pmid for s in synth.retracted} == {P2009, P2020}
     assert all(not s.retracted for s in synth.studies_for(IV))
 
@@ -150,8 +154,13 @@ def test_tombstoned_studies_are_ignored(tmp_path: Path) -> None:
 SCENARIOS = {
     "V1": [("36920827", "case_report", None, None, ()), ("37440745", "observational", None, None, ())],
     "V2": [review(P2009, "favours_intervention"), review(P2017, "no_difference"), rct(P2020)],
-    "V3": [review(P2009, "favours_intervention", "meta_analysis"), review(P2017, "inconclusive"),
-           rct(P2013, size=30), rct(P2020, "no_difference", size=40)],
+    # one favourable review against a later inconclusive review and a later null trial
+    "V10": [review(P2009, "favours_intervention", "meta_analysis"), review(P2017, "inconclusive"),
+            rct(P2013, size=30), rct(P2020, "no_difference", size=40)],
+    # two of three reviews in favour, the newest among them; nothing later disagrees
+    "V3": [review(P2009, "favours_intervention", "meta_analysis"), review(P2016, "inconclusive"),
+           review(P2017, "favours_intervention"), rct(P2013, size=30),
+           rct(P2004, "no_difference", size=40)],
     "V4": [review(P2017, "no_difference"), rct(P2013, size=200)],
     "V5": [review(P2017, "inconclusive"), review(P2021, None), rct(P2013)],
     "V6": [review(P2017, None), rct(P2013, size=30), rct(P2020, size=30)],
@@ -177,6 +186,67 @@ def test_verdict_rule(tmp_path: Path, rule_id: str) -> None:
     assert any("no risk-of-bias appraisal" in c for c in v.caveats)
     if cell.reviews:  # the reasons name the reviews
         assert all(s.pmid in text for s in cell.reviews)
+
+
+def test_one_old_favourable_review_is_not_support_against_newer_reviews_and_trials(tmp_path: Path) -> None:
+    """The reviewer's case: a 2009 favourable review, four later inconclusive reviews and three
+    2023 RCTs (600 participants) finding no difference are "mixed", never "supported"."""
+    cell = the_cell(curated(tmp_path, [
+        review(P2009, "favours_intervention"),
+        *(review(p, "inconclusive") for p in (*P2018, P2019)),
+        *(rct(p, "no_difference", size=200) for p in P2023),
+    ]))  # fmt: skip
+    v = cell.verdict
+    assert (v.rule_id, v.label) == ("V10", "mixed")
+    assert any(r.startswith("1 of 5 reviews with a stated conclusion in favour, 0 no difference"
+                            "/against/harm, 4 inconclusive") for r in v.reasons)
+    later = next(r for r in v.reasons if r.startswith("published after the newest favourable review (2009)"))
+    # newest first, six named, the rest counted
+    assert all(p in later for p in (*P2023, P2019)) and sum(p in later for p in P2018) == 2
+    assert later.endswith("; and 1 more")
+
+
+@pytest.mark.parametrize("studies", [
+    # favourable reviews are not a clear share (nothing newer disagrees: the favourable one is newest)
+    [review(P2016, "inconclusive"), review(P2017, "inconclusive"), review(P2020, "favours_intervention")],
+    # a clear share of the reviews favour, but a later review calls the evidence inconclusive
+    [review(P2009, "favours_intervention"), review(P2013, "favours_intervention"),
+     review(P2020, "inconclusive"), rct(P2016, size=200)],
+    # every review favours, but a later trial finds no difference
+    [review(P2009, "favours_intervention"), rct(P2020, "no_difference", size=300)],
+], ids=["share", "later-review", "later-trial"])  # fmt: skip
+def test_favourable_reviews_support_only_as_a_clear_and_current_share(tmp_path: Path, studies: list) -> None:
+    v = the_cell(curated(tmp_path, studies)).verdict
+    assert (v.rule_id, v.label) == ("V10", "mixed")
+
+
+def test_later_favourable_trials_keep_review_support(tmp_path: Path) -> None:
+    v = the_cell(curated(tmp_path, [review(P2009, "favours_intervention"), review(P2013, "inconclusive"),
+                                    review(P2016, "favours_intervention"), rct(P2020, size=120),
+                                    rct(P2024, None, size=50)])).verdict  # fmt: skip
+    assert (v.rule_id, v.label) == ("V3", "supported by reviews")
+    assert not any(r.startswith("published after the newest favourable review") for r in v.reasons)
+
+
+@pytest.mark.parametrize(("studies", "rule_id"), [
+    # the reviewer's case: two favourable RCTs of 10 and an RCT of 500 with no conclusion
+    ([rct(P2013, size=10), rct(P2020, size=10), rct(P2024, None, size=500)], "V6"),
+    # the large trial is inconclusive: the favourable share is met but not by 100 participants
+    ([rct(P2013, size=10), rct(P2020, size=10), rct(P2024, "inconclusive", size=500)], "V9"),
+    # the same holds for trials finding no difference
+    ([rct(P2013, "no_difference", size=10), rct(P2020, "no_difference", size=10),
+      rct(P2024, None, size=500)], "V6"),
+    ([rct(P2013, "no_difference", size=10), rct(P2020, "no_difference", size=10),
+      rct(P2024, "favours_intervention", size=500)], "V9"),
+], ids=["fav-unstated", "fav-inconclusive", "null-unstated", "null-favourable"])  # fmt: skip
+def test_trial_verdicts_count_only_participants_of_trials_that_count(
+    tmp_path: Path, studies: list, rule_id: str
+) -> None:
+    cell = the_cell(curated(tmp_path, studies))
+    assert cell.randomized_participants == 520  # the total is still reported in full
+    v = cell.verdict
+    assert v.rule_id == rule_id, str(v)
+    assert any(r.startswith("randomized participants by trial conclusion: ") for r in v.reasons)
 
 
 def test_verdict_reasons_say_when_evidence_is_small_or_unblinded(tmp_path: Path) -> None:
