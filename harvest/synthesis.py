@@ -470,13 +470,15 @@ VERDICT_RULES: tuple[VerdictRule, ...] = (
     ),
     VerdictRule(
         "V4", "not supported by reviews",
-        "at least one review concludes no difference, in favour of the control, or harm, and "
-        "none concludes in favour",
-        lambda c: _reviews_against(c) > 0,
+        f"at least {_CLEAR} of the reviews that state a conclusion find no difference, favour "
+        "the control, or report harm, and none concludes in favour",
+        lambda c: _reviews_against(c) > 0 and _review_share(c, 1) >= CLEAR_SHARE,
     ),
     VerdictRule(
         "V5", "inconclusive",
-        "the reviews that state a conclusion call the evidence inconclusive",
+        f"no review concludes in favour, fewer than {_CLEAR} of those that state a conclusion "
+        "find no difference, favour the control or report harm, and the rest call the evidence "
+        "inconclusive",
         lambda c: _reviews_inconclusive(c) > 0,
     ),
     VerdictRule(

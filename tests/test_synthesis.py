@@ -206,6 +206,15 @@ def test_one_old_favourable_review_is_not_support_against_newer_reviews_and_tria
     assert later.endswith("; and 1 more")
 
 
+def test_one_negative_review_among_inconclusive_ones_is_not_a_negative_verdict(tmp_path: Path) -> None:
+    """The mirror of the case above: reviews mostly calling the evidence inconclusive are
+    "inconclusive", not "not supported", because one of them found no difference."""
+    cell = the_cell(curated(tmp_path, [
+        review(P2009, "no_difference"), *(review(p, "inconclusive") for p in (*P2018, P2019)),
+    ]))  # fmt: skip
+    assert (cell.verdict.rule_id, cell.verdict.label) == ("V5", "inconclusive")
+
+
 @pytest.mark.parametrize("studies", [
     # favourable reviews are not a clear share (nothing newer disagrees: the favourable one is newest)
     [review(P2016, "inconclusive"), review(P2017, "inconclusive"), review(P2020, "favours_intervention")],
