@@ -39,3 +39,16 @@ def harvest_lock(db_path: str | os.PathLike[str]) -> Iterator[Path]:
         yield lock_path
     finally:
         os.close(fd)
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this PID exists (a run row's owner, say)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import Any
 
 from sqlite_utils import Database
+
+from harvest.lock import pid_alive
 
 _SQL = """
 SELECT s.*, r.id AS run_id, r.started, r.finished, r.status AS run_status, r.found, r.new,
@@ -24,9 +25,10 @@ def source_status(db: Database, *, now: datetime) -> list[dict[str, Any]]:
     for row in db.query(_SQL):
         row = dict(row)
         warnings = []
-        if row["run_status"] == "running" and not _alive(row["pid"]):
+        if row["run_status"] == "running" and not pid_alive(row["pid"]):
             row["run_status"] = "interrupted"
-            warnings.append("last run was interrupted (killed or crashed); the next run resumes")
+            again = "import the file again" if row["kind"] == "file" else "the next run resumes"
+            warnings.append(f"last run was interrupted (killed or crashed); {again}")
         expected = row.get("expected_hours")
         if expected and row["kind"] in ("pubmed", "feed"):
             age = _hours_since(row["last_success"], now)
@@ -43,18 +45,6 @@ def source_status(db: Database, *, now: datetime) -> list[dict[str, Any]]:
         row["warnings"] = warnings
         rows.append(row)
     return rows
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _hours_since(stamp: str | None, now: datetime) -> float | None:

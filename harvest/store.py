@@ -21,6 +21,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from harvest import schema
+from harvest.lock import pid_alive
 from harvest.models import Study
 
 # Writers wait this long for another writer (a Datasette reader never blocks them in WAL).
@@ -488,12 +489,20 @@ def update_source(db: Database, name: str, **fields: Any) -> None:
 
 
 def start_run(db: Database, source: str, *, query_version: str | None = None) -> int:
-    """Record a run as ``running`` and commit, so a killed run is visible afterwards."""
+    """Record a run as ``running`` and commit, so a killed run is visible afterwards; close
+    this source's earlier runs whose process died as ``interrupted``."""
+    now = utcnow()
     with write_tx(db):
+        dead = [r["id"] for r in db.query(
+            "SELECT id, pid FROM runs WHERE source = ? AND status = 'running'", [source]
+        ) if not pid_alive(r["pid"])]  # fmt: skip
+        for run_id in dead:
+            db["runs"].update(run_id, {"status": "interrupted", "finished": now,
+                                       "error": "the process ended without closing this run (killed or crashed)"})  # fmt: skip
         return db["runs"].insert(
             {
                 "source": source,
-                "started": utcnow(),
+                "started": now,
                 "status": "running",
                 "query_version": query_version,
                 "pid": os.getpid(),

@@ -114,7 +114,11 @@ def test_sigkill_mid_run_then_resume(env, fake_ncbi, corpus):
     assert "pubmed:dry_needling: ok:" in done.stdout
     check_integrity(db_path)
     assert count(db_path) == len(corpus)
-    assert store.get_source(store.open_db(db_path), "pubmed:dry_needling")["cursor"]
+    db = store.open_db(db_path)
+    assert store.get_source(db, "pubmed:dry_needling")["cursor"]
+    # The killed run is closed as interrupted, not left "running" forever.
+    killed = db["runs"].get(1)
+    assert (killed["status"], bool(killed["finished"])) == ("interrupted", True)
 
 
 def test_sigkill_during_writes_never_leaves_half_a_batch(tmp_path, shared_data):
@@ -130,11 +134,16 @@ def test_sigkill_during_writes_never_leaves_half_a_batch(tmp_path, shared_data):
         check_integrity(db_path)
         n = count(db_path)
         assert n in BATCH_BOUNDARIES, n
+    status = subprocess.run([sys.executable, "-m", "harvest", "status"], env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert "interrupted (killed or crashed); import the file again" in status.stdout
     done = subprocess.run([sys.executable, "-m", "harvest", "import", str(big)], env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     check_integrity(db_path)
     assert count(db_path) == 10362
+    runs = [r["status"] for r in store.open_db(db_path)["runs"].rows]
+    assert runs == ["interrupted"] * 3 + ["ok"], runs  # no run left "running" forever
 
 
 def test_reader_never_sees_half_a_batch(tmp_path, shared_data):
