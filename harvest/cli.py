@@ -2,32 +2,59 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from harvest import __version__, demo, ingest, status, tagging
-from harvest.cli_common import common_options, open_or_fail
+from harvest.cli_common import EXIT_LOCKED, ConfigFailure, common_options, open_or_fail
 from harvest.cli_workbench import export_cmd, list_group, serve_cmd
 from harvest.config import ConfigError, Settings
 from harvest.lock import AlreadyRunning, harvest_lock
 from harvest.store import StoreError
 
-# A distinct exit status for "another run holds the lock", so cron wrappers can tell it
-# from a failure (75 is EX_TEMPFAIL in sysexits.h: try again later).
-EXIT_LOCKED = 75
+if TYPE_CHECKING:
+    from harvest.feed_config import FeedsConfig
+
+# Exit statuses cron wrappers can tell apart: EXIT_LOCKED (75, EX_TEMPFAIL: another run
+# holds the lock), EXIT_CONFIG (78, EX_CONFIG, in cli_common) and a failed source (1).
 EXIT_SOURCE_FAILED = 1
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the current ``sys.stderr`` (click's test runner swaps it per invocation)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _configure_logging(*, quiet: bool = False) -> None:
+    """Log records to stderr as ``harvest: message``: warnings and up, errors only if quiet.
+
+    Idempotent (one handler, its level adjusted), so repeated invocations in one process
+    do not print each line twice.
+    """
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("harvest: %(message)s"))
+        root.addHandler(handler)
+    handler.setLevel(logging.ERROR if quiet else logging.WARNING)
 
 
 @click.group()
 @click.version_option(__version__, prog_name="harvest")
 def cli() -> None:
     """doesitwork: harvest PubMed and journal feeds on IMS, dry needling and prolotherapy."""
+    _configure_logging()
 
 
 @cli.command()
@@ -52,16 +79,20 @@ def run(
 
     \b
     Exit status: 0 all sources succeeded; 1 a source failed (the others still ran);
-    75 another run holds the lock (nothing was done).
+    2 a bad option such as an unknown --source; 75 another run holds the lock (nothing
+    was done) or the database stayed locked by another writer; 78 the configuration is
+    invalid or NCBI_EMAIL is not set (nothing was done).
     """
-    topics, run_feeds, feed_names = _select_sources(settings, sources)
+    _configure_logging(quiet=quiet)
+    topics, feeds_config, feed_names = _select_sources(settings, sources)
+    # Configuration first: a bad setup must not create the database or its lock file.
+    client = _eutils_client(settings) if topics else None
     try:
         with harvest_lock(settings.db_path):
             db = open_or_fail(settings)
-            client = _eutils_client(settings) if topics else None
             failed = _run_pubmed(db, client, settings, topics, full, reconcile, quiet)
-            if run_feeds:
-                failed |= _run_feeds(db, client, settings, feed_names, quiet)
+            if feeds_config is not None:
+                failed |= _run_feeds(db, client, settings, feeds_config, feed_names, quiet)
         if make_report:
             failed |= not _report(settings.db_path, quiet)
     except AlreadyRunning as exc:
@@ -73,10 +104,11 @@ def run(
 
 def _select_sources(
     settings: Settings, names: tuple[str, ...]
-) -> tuple[list[Any], bool, list[str] | None]:
-    """What ``--source`` picks: the topics, whether to run feeds, and which (None: all)."""
+) -> tuple[list[Any], FeedsConfig | None, list[str] | None]:
+    """What ``--source`` picks: the topics, the feeds' configuration (None: no feeds), and
+    which feeds (None: all). Every name is checked here, before anything runs."""
     if not names:
-        return list(settings.topics.values()), True, None
+        return list(settings.topics.values()), _feeds_config(settings), None
     topics, feeds, want_all_feeds = [], [], False
     for name in names:
         if name == "pubmed":
@@ -93,7 +125,26 @@ def _select_sources(
                 f"({', '.join(settings.topics)}) or feed:NAME", param_hint="--source",
             )  # fmt: skip
     unique_topics = list({t.name: t for t in topics}.values())
-    return unique_topics, want_all_feeds or bool(feeds), None if want_all_feeds else feeds
+    if not (want_all_feeds or feeds):
+        return unique_topics, None, None
+    config = _feeds_config(settings)
+    configured = [f.name for f in config.feeds]
+    for name in feeds:
+        if name[5:] not in configured:
+            raise click.BadParameter(
+                f"unknown feed {name!r}: configured feeds are "
+                f"{', '.join(configured) or 'none'}", param_hint="--source",
+            )  # fmt: skip
+    return unique_topics, config, None if want_all_feeds else feeds
+
+
+def _feeds_config(settings: Settings) -> FeedsConfig:
+    from harvest.feed_config import load_feeds  # lazily, as the other harvesting modules
+
+    try:
+        return load_feeds(settings)
+    except ConfigError as exc:
+        raise ConfigFailure(str(exc)) from exc
 
 
 def _report(db_path: Any, quiet: bool) -> bool:
@@ -122,8 +173,8 @@ def _eutils_client(settings: Settings) -> Any:
     )  # fmt: skip
     try:
         return EutilsClient(config)
-    except EutilsError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except EutilsError as exc:  # only its configuration is checked here (e.g. no NCBI_EMAIL)
+        raise ConfigFailure(str(exc)) from exc
 
 
 def _run_pubmed(
@@ -150,15 +201,16 @@ def _run_pubmed(
 
 
 def _run_feeds(
-    db: Any, client: Any, settings: Settings, names: list[str] | None, quiet: bool
-) -> bool:
+    db: Any, client: Any, settings: Settings, config: FeedsConfig, names: list[str] | None,
+    quiet: bool,
+) -> bool:  # fmt: skip
     from harvest.feed_harvest import harvest_feeds
 
     try:
-        results = harvest_feeds(db, settings, client=client, only=names,
+        results = harvest_feeds(db, settings, client=client, only=names, config=config,
                                 on_changed=tagging.tag_studies)  # fmt: skip
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise ConfigFailure(str(exc)) from exc
     for result in results:
         if not quiet or result.failed or result.warnings:
             click.echo(result.line())
@@ -349,6 +401,7 @@ def report_(settings: Settings, out_dir: str | None, quiet: bool) -> None:
     """
     from harvest.report import ReportError, build_report
 
+    _configure_logging(quiet=quiet)
     try:
         path = build_report(settings.db_path, out_dir)
     except ReportError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,19 @@ from sqlite_utils import Database
 
 from harvest.config import ConfigError, Settings, load_settings
 from harvest.store import StoreError, open_db
+
+# 75 is EX_TEMPFAIL in sysexits.h (try again later): another run holds the lock, or
+# another writer held SQLite's write lock past the busy timeout.
+EXIT_LOCKED = 75
+# 78 is EX_CONFIG: the configuration (file or environment) is missing or invalid.
+EXIT_CONFIG = 78
+BUSY_MESSAGE = "database is busy: another process held its write lock too long; try again later"
+
+
+class ConfigFailure(click.ClickException):
+    """A configuration error: exit status 78, so cron can tell it from a failed source."""
+
+    exit_code = EXIT_CONFIG
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -33,10 +47,26 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             settings = load_settings(config_path, db=db_path)
         except ConfigError as exc:
-            raise click.ClickException(str(exc)) from exc
-        return func(*args, settings=settings, **kwargs)
+            raise ConfigFailure(str(exc)) from exc
+        try:
+            return func(*args, settings=settings, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            raise _busy_error() from exc
 
     return wrapper
+
+
+def _is_busy(exc: BaseException | None) -> bool:
+    """SQLITE_BUSY after the busy timeout: another writer kept the lock."""
+    return isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc)
+
+
+def _busy_error() -> click.ClickException:
+    error = click.ClickException(BUSY_MESSAGE)
+    error.exit_code = EXIT_LOCKED
+    return error
 
 
 def open_or_fail(settings: Settings, *, create: bool = True) -> Database:
@@ -44,4 +74,7 @@ def open_or_fail(settings: Settings, *, create: bool = True) -> Database:
     try:
         return open_db(settings.db_path, create=create)
     except StoreError as exc:
+        # open_db wraps SQLite errors; a busy lock (e.g. during a migration) is not a bad file
+        if _is_busy(exc.__cause__):
+            raise _busy_error() from exc
         raise click.ClickException(str(exc)) from exc

@@ -20,20 +20,39 @@ from typing import Any
 
 import click
 
-from harvest import export, reading_lists, serve
+from harvest import export, reading_lists, serve, tagging
 from harvest.cli_common import common_options, open_or_fail
 from harvest.config import Settings
 from harvest.store import StoreError
+
+
+_Values = tuple[str, ...]
+
+
+def _tag_values(facet: str) -> Callable[[click.Context, click.Parameter, _Values], _Values]:
+    """An option callback checking values against the rule set's vocabulary, so a typo is
+    a usage error rather than an empty result; values are matched case-insensitively."""
+
+    def check(ctx: click.Context, param: click.Parameter, values: _Values) -> _Values:
+        rules = tagging.load_ruleset()
+        try:
+            return tuple(rules.check_value(facet, v.strip().lower()) for v in values)
+        except tagging.TagError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+    return check
 
 
 def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The study filters shared by ``export`` and ``list create --from-query``."""
     options = [
         click.option("--intervention", "interventions", multiple=True,
+                     callback=_tag_values("intervention"),
                      help="Tag value, e.g. dry_needling, ims, prolotherapy (repeat for OR)."),
         click.option("--condition", "conditions", multiple=True,
+                     callback=_tag_values("condition"),
                      help="Tag value, e.g. low_back_pain (repeat for OR)."),
-        click.option("--design", "designs", multiple=True,
+        click.option("--design", "designs", multiple=True, callback=_tag_values("design"),
                      help="Tag value, e.g. rct, systematic_review (repeat for OR)."),
         click.option("--since", help="Only studies first stored on or after this date (YYYY-MM-DD)."),
         click.option("--search", help='Full-text query (FTS5: AND, OR, NOT, NEAR, "phrase").'),
@@ -92,8 +111,11 @@ def export_cmd(settings: Settings, fmt: str, list_name: str | None, style: str,
         text = export.render(fmt, records, style=style, title=title, **atom_opts)
     except (export.ExportError, reading_lists.ReadingListError) as exc:
         raise click.ClickException(str(exc)) from exc
-    with click.open_file(output, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    try:
+        with click.open_file(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:  # a missing folder, a full disk, no permission
+        raise click.ClickException(f"{output}: cannot write ({exc.strerror or exc})") from exc
     if output != "-":
         click.echo(f"{len(records)} studies written to {output} ({fmt})", err=True)
 

@@ -97,10 +97,20 @@ def load_settings(
         raise ConfigError(f"{where}: not valid TOML ({exc})") from exc
     ncbi = _ncbi(raw.get("ncbi", {}), env, where)
     topics = _topics(raw.get("topics", {}), where)
-    db_path = db or env.get("HARVEST_DB") or raw.get("database", {}).get("path") or "db/evidence.db"
+    db_path = db or env.get("HARVEST_DB") or _database_path(raw.get("database", {}), where)
     return Settings(
         db_path=Path(db_path), ncbi=ncbi, topics=topics, config_path=where, raw=raw
     )
+
+
+def _database_path(section: Any, where: str) -> str:
+    """``[database] path``, checked: a TOML number or list would fail later as a TypeError."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: [database] must be a table")
+    path = section.get("path") or "db/evidence.db"
+    if not isinstance(path, str):
+        raise ConfigError(f"{where}: [database] path must be a string, not {path!r}")
+    return path
 
 
 def _ncbi(section: dict[str, Any], env: dict[str, str], where: str) -> NcbiSettings:

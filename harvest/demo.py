@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -53,6 +54,11 @@ def record_to_study(rec: dict[str, Any]) -> Study:
 def build_demo(path: str | os.PathLike[str], *, on_changed: OnChanged | None = None) -> Database:
     """(Re)build the demo database from the sample; returns it open."""
     path = Path(path)
+    if path.exists() and not is_demo_db(path):
+        raise store.StoreError(
+            f"{path}: exists and is not a demo database; refusing to overwrite it "
+            "(choose another --db path, or remove the file yourself)"
+        )
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     db = store.open_db(path)
@@ -65,6 +71,27 @@ def build_demo(path: str | os.PathLike[str], *, on_changed: OnChanged | None = N
                         how=f"sample: {rec['source']}", on_changed=on_changed)  # fmt: skip
     store.finish_run(db, run_id, status="ok")
     return db
+
+
+def is_demo_db(path: Path) -> bool:
+    """True if ``path`` is a doesitwork database whose only source is the bundled sample,
+    i.e. one ``build_demo`` made and may rebuild. Opens it read-only; never changes it."""
+    # Without a -wal file all is in the main file: immutable reads it without creating
+    # -wal/-shm beside somebody's file; with one, read-only mode reads the WAL too.
+    mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        db = Database(conn)
+        store.check_ours(db, path)  # the store's own "made by doesitwork" test
+        sources = {row[0] for row in conn.execute("SELECT name FROM sources")}
+    except (sqlite3.Error, store.StoreError):
+        return False  # not SQLite, not ours, or without a sources table
+    finally:
+        conn.close()
+    return sources == {SOURCE}
 
 
 def summarize(db: Database) -> dict[str, Any]:

@@ -36,6 +36,8 @@ def source_status(db: Database, *, now: datetime) -> list[dict[str, Any]]:
                 warnings.append("has never succeeded")
             elif age > expected:
                 warnings.append(f"no success for {age:.0f} h (expected every {expected} h)")
+        if row["kind"] == "file":
+            warnings += _failed_files(db, row["name"])
         if row["pending"]:
             warnings.append(f"{row['pending']} PMID(s) listed by PubMed but not yet returned by "
                             "efetch; each run asks for them again")  # fmt: skip
@@ -45,6 +47,19 @@ def source_status(db: Database, *, now: datetime) -> list[dict[str, Any]]:
         row["warnings"] = warnings
         rows.append(row)
     return rows
+
+
+def _failed_files(db: Database, source: str) -> list[str]:
+    """Files whose latest import did not finish: a later good import of another file must
+    not hide them."""
+    failed = list(db.query(
+        "SELECT r.query_version AS file, r.error FROM runs r WHERE r.source = ? "
+        "AND r.status IN ('error', 'interrupted') AND r.id = (SELECT max(id) FROM runs "
+        "WHERE source = r.source AND query_version = r.query_version) ORDER BY r.id",
+        [source],
+    ))  # fmt: skip
+    return [f"last import of {f['file']} failed: "
+            + (f["error"] or "interrupted").removeprefix(f"{f['file']}: ") for f in failed]
 
 
 def _hours_since(stamp: str | None, now: datetime) -> float | None:

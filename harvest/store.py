@@ -60,7 +60,7 @@ def open_db(path: str | os.PathLike[str], *, create: bool = True) -> Database:
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
     try:
         db = Database(conn)
-        _check_ours(db, path)
+        check_ours(db, path)
         if str(path) != ":memory:":
             db.execute("PRAGMA journal_mode=WAL")
             # Bounds the -wal file after a bulk load (field notes 3.8: 2 GB otherwise).
@@ -98,7 +98,7 @@ def _check_path(path: Path, *, create: bool) -> None:
         raise StoreError(f"{parent}: folder is not writable, cannot create {path.name}")
 
 
-def _check_ours(db: Database, path: Path) -> None:
+def check_ours(db: Database, path: Path) -> None:
     """Refuse to migrate somebody else's database into ours."""
     tables = set(db.table_names())
     if not tables:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -94,7 +97,10 @@ def test_import_bad_file_keeps_going(tmp_path, shared_data):
     assert "pubmed3.html: error" in lines[1] and "not PubMed XML" in lines[1]
     assert "pubmed2.xml: ok" in lines[2]
     status = invoke("status", "--db", db)
-    assert "last error" in status.output or "import" in status.output
+    # The good file imported last must not hide the two that failed.
+    assert "WARNING: last import of broken.xml failed: malformed XML at line" in status.output
+    assert "WARNING: last import of pubmed3.html failed: not PubMed XML" in status.output
+    assert "pubmed2.xml failed" not in status.output
 
 
 def test_status_on_missing_db_is_a_clear_error(tmp_path):
@@ -115,87 +121,112 @@ def test_bad_config_is_a_clear_error(tmp_path):
     cfg = tmp_path / "h.toml"
     cfg.write_text("[topics\n")
     result = invoke("status", "--config", str(cfg), "--db", str(tmp_path / "e.db"))
-    assert result.exit_code == 1 and "not valid TOML" in result.output
+    assert result.exit_code == 78 and "not valid TOML" in result.output  # EX_CONFIG
+    cfg.write_text('[database]\npath = 5\n[topics.x]\nquery = "a"\n')
+    result = invoke("status", "--config", str(cfg))
+    assert result.exit_code == 78 and "[database] path must be a string" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_run_without_email_is_a_clear_error(tmp_path):
-    result = invoke("run", "--db", str(tmp_path / "e.db"))
-    assert result.exit_code == 1
+    db = tmp_path / "e.db"
+    result = invoke("run", "--db", str(db))
+    assert result.exit_code == 78  # EX_CONFIG, as documented in `run --help` and the README
     assert "NCBI_EMAIL is not set" in result.output
+    assert list(tmp_path.iterdir()) == []  # neither the database nor its lock file
+    assert "78" in invoke("run", "--help").output
 
 
-@pytest.mark.parametrize("args", [["run"], ["status"], ["export"]])
-def test_db_from_environment(tmp_path, args):
-    db = tmp_path / "env.db"
-    invoke("demo", "--db", str(db))
-    result = invoke(*args, env={"HARVEST_DB": str(db), "NCBI_EMAIL": None})
-    if args == ["status"]:
-        assert "sample [sample]" in result.output
-    elif args == ["export"]:
-        assert len(result.output.splitlines()) == 52
-    else:
-        assert "NCBI_EMAIL" in result.output
+def test_run_unknown_feed_is_rejected_before_anything_runs(tmp_path, fake_ncbi):
+    env = {"NCBI_EMAIL": "t@example.org", "NCBI_EUTILS_URL": fake_ncbi.base_url}
+    result = invoke("run", "--db", str(tmp_path / "e.db"), "--source", "pubmed",
+                    "--source", "feed:nope", env=env)
+    assert result.exit_code == 2 and "unknown feed 'feed:nope'" in result.output
+    assert fake_ncbi.requests == [] and list(tmp_path.iterdir()) == []
 
 
-def test_run_one_source_fails_others_still_run(tmp_path, fake_ncbi, shared_data):
+def test_run_quiet_hides_retry_warnings(tmp_path, fake_ncbi, shared_data):
     fake_ncbi.load_records(shared_data / "eutils" / "biopython" / "pubmed2.xml")
     cfg = tmp_path / "harvest.toml"
-    cfg.write_text('[ncbi]\nbackfill_from = "1990/01/01"\n'
-                   '[topics.aaa]\nquery = "first"\n[topics.bbb]\nquery = "second"\n')
-    # The first search gets a permanent error inside an HTTP 200 (not retried).
-    fake_ncbi.fail("esearch", at=1, with_=Fault.body(
-        shared_data / "eutils" / "biopython" / "epost2.xml"))
-    env = {"NCBI_EMAIL": "t@example.org", "NCBI_EUTILS_URL": fake_ncbi.base_url,
-           "HARVEST_CONFIG": str(cfg), "HARVEST_DB": str(tmp_path / "e.db")}
-    result = CliRunner().invoke(cli, ["run"], env=env)
-    assert result.exit_code == 1, result.output
-    lines = result.output.splitlines()
-    assert lines[0].startswith("pubmed:aaa: error:")
-    assert re.match(r"pubmed:bbb: ok: found \d+, new \d+", lines[1])
-    status = CliRunner().invoke(cli, ["status"], env=env).output
-    assert "pubmed:aaa [pubmed]: last run error" in status and "last error:" in status
-    assert "pubmed:bbb [pubmed]: last run ok" in status
+    cfg.write_text('[ncbi]\nbackfill_from = "1990/01/01"\n[topics.aaa]\nquery = "first"\n')
+    env = {**os.environ, "NCBI_EMAIL": "t@example.org", "NCBI_EUTILS_URL": fake_ncbi.base_url,
+           "HARVEST_CONFIG": str(cfg)}
+    for quiet, db in ((True, "q.db"), (False, "v.db")):
+        fake_ncbi.fail("esearch", with_=Fault.status(503))  # one transient error, then retried
+        # A real process: logging as cron meets it, without pytest's handlers on the root logger.
+        args = [sys.executable, "-m", "harvest", "run", "--db", str(tmp_path / db)]
+        done = subprocess.run(args + ["--quiet"] * quiet, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        retry_lines = [ln for ln in done.stderr.splitlines() if "retrying" in ln]
+        if quiet:
+            assert done.stdout == done.stderr == ""
+        else:
+            assert len(retry_lines) == 1 and retry_lines[0].startswith("harvest: esearch: ")
 
 
-def test_run_source_feeds_only_needs_no_email(tmp_path, shared_data):
-    from fake_feeds import FakeFeeds, Reply, fixture
+def _harvest_db(path: Path) -> None:
+    """A small database as `harvest run` leaves it: ours, with a PubMed source."""
+    from harvest import store
 
-    with FakeFeeds() as host:
-        url = host.route("/pm", Reply(body=fixture("pubmed_search_rss.xml"), etag='"v1"'))
-        cfg = tmp_path / "harvest.toml"
-        cfg.write_text('[topics.dry_needling]\nquery = "x"\n'
-                       f'[[feeds]]\nname = "pm"\nkind = "pubmed-search"\ntopic = "dry_needling"\nurl = "{url}"\n')
-        env = {"HARVEST_CONFIG": str(cfg), "HARVEST_DB": str(tmp_path / "e.db"), "NCBI_EMAIL": None}
-        result = CliRunner().invoke(cli, ["run", "--source", "feeds"], env=env)
-        assert result.exit_code == 0, result.output
-        assert result.output.startswith("feed:pm: ok")
-        again = CliRunner().invoke(cli, ["run", "--source", "feed:pm"], env=env)
-        assert again.output.startswith("feed:pm: unchanged")  # a 304 on the stored ETag
-        assert host.requests_to("/pm")[-1].headers.get("if-none-match") == '"v1"'
-        bad = CliRunner().invoke(cli, ["run", "--source", "nonsense"], env=env)
-        assert bad.exit_code == 2 and "unknown source 'nonsense'" in bad.output
+    db = store.open_db(path)
+    store.ensure_source(db, "pubmed:ims", kind="pubmed", query="x")
+    db.conn.close()
 
 
-def test_tag_explain_set_unset_and_jsonl_carries_tags(tmp_path):
+def test_demo_refuses_to_overwrite_other_files(tmp_path):
+    real, foreign, text = tmp_path / "evidence.db", tmp_path / "foreign.db", tmp_path / "notes.txt"
+    _harvest_db(real)
+    sqlite3.connect(foreign).execute("CREATE TABLE t (a)").connection.commit()
+    text.write_text("my notes\n")
+    for path in (real, foreign, text):
+        before = path.read_bytes()
+        result = invoke("demo", "--db", str(path))
+        assert result.exit_code == 1, result.output
+        assert f"{path}: exists and is not a demo database" in result.output
+        assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evidence.db", "foreign.db", "notes.txt"]
+    demo_db = tmp_path / "demo.db"
+    assert invoke("demo", "--db", str(demo_db)).exit_code == 0
+    assert invoke("demo", "--db", str(demo_db)).exit_code == 0  # a demo database is rebuilt
+
+
+def test_export_checks_tag_values(tmp_path):
     db = str(tmp_path / "demo.db")
     invoke("demo", "--db", db)
-    pmid = "29764447"  # a real protocol: "... versus normal saline for knee osteoarthritis: a protocol"
-    out = invoke("tag", "--db", db, "--explain", pmid).output
-    assert re.search(r"^design\s+protocol\s+\[rule design\.", out, re.M)
-    assert re.search(r"^comparator\s+placebo_injection .*\[normal saline\]", out, re.M)
-    result = invoke("tag", "--db", db, "--set", pmid, "design=rct", "--note", "checked full text")
-    assert result.exit_code == 0 and re.search(r"^design\s+rct\s+\[manual\] checked full text", result.output, re.M)
-    assert invoke("tag", "--db", db, "--unset", pmid, "comparator=placebo_injection").exit_code == 0
-    retag = invoke("tag", "--db", db)
-    assert re.match(r"Tagged 52 studies with rule set \S+ in ", retag.output)
-    rows = {r["pmid"]: r for r in map(json.loads, invoke("export", "--db", db).output.splitlines())}
-    assert rows[pmid]["design"] == "rct"  # the manual tag survived re-tagging
-    assert rows[pmid]["comparators"] == []  # the unset too
-    assert rows[pmid]["interventions"] == ["prolotherapy"]
-    assert rows[pmid]["conditions"] == ["knee_osteoarthritis"]
-    for key in ("population", "sample_size", "conclusion"):
-        assert key in rows[pmid]
-    bad = invoke("tag", "--db", db, "--set", pmid, "design=bogus")
-    assert bad.exit_code == 1 and "unknown design value 'bogus'" in bad.output
-    missing = invoke("tag", "--db", db, "--explain", "1")
-    assert missing.exit_code == 1 and "unknown PMID 1" in missing.output
+    typo = invoke("export", "--db", db, "--intervention", "dry_neddling")
+    assert typo.exit_code == 2
+    assert "unknown intervention value 'dry_neddling'" in typo.output and "dry_needling" in typo.output
+    assert invoke("export", "--db", db, "--design", "bogus").exit_code == 2
+    upper = invoke("export", "--db", db, "--design", "RCT", "--intervention", "Dry_Needling")
+    lower = invoke("export", "--db", db, "--design", "rct", "--intervention", "dry_needling")
+    assert upper.exit_code == 0 and upper.output == lower.output != ""
+
+
+def test_export_output_error_is_a_message(tmp_path):
+    db = str(tmp_path / "demo.db")
+    invoke("demo", "--db", db)
+    targets = [str(tmp_path / "no" / "dir" / "out.ris")]
+    targets += ["/dev/full"] if Path("/dev/full").exists() else []
+    for target in targets:
+        result = invoke("export", "--db", db, "--format", "ris", "-o", target)
+        assert result.exit_code == 1 and f"{target}: cannot write" in result.output
+        assert isinstance(result.exception, SystemExit)  # not an OSError traceback
+
+
+def test_busy_database_is_a_clear_message(tmp_path, monkeypatch):
+    from harvest import store
+
+    db = tmp_path / "demo.db"
+    invoke("demo", "--db", str(db))
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_S", 0.2)  # wait 0.2 s, not 30 s, for the lock
+    holder = sqlite3.connect(db)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+    try:
+        for args in (["tag", "--set", "29764447", "design=rct"], ["tag"]):
+            result = invoke(*args, "--db", str(db))
+            assert result.exit_code == 75, result.output  # EX_TEMPFAIL, as a locked `run`
+            assert "database is busy: another process held its write lock too long" in result.output
+            assert isinstance(result.exception, SystemExit)
+    finally:
+        holder.rollback()
+        holder.close()

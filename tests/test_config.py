@@ -55,6 +55,7 @@ def test_query_version_ignores_whitespace_but_not_words(tmp_path):
         ('[ncbi]\nbackfill_from = "2020/13/01"\n[topics.x]\nquery = "a"\n', "backfill_from must be a date"),
         ('[ncbi]\nbackfill_from = "last year"\n[topics.x]\nquery = "a"\n', "backfill_from must be a date"),
         ('[ncbi]\nbackfill_from = 20200101\n[topics.x]\nquery = "a"\n', "backfill_from must be a date"),
+        ('[database]\npath = 5\n[topics.x]\nquery = "a"\n', r"\[database\] path must be a string"),
     ],
 )
 def test_bad_config_errors(tmp_path, text, message):
