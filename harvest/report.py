@@ -71,13 +71,15 @@ def notebook_db() -> Database:
     return open_db(path, create=False)
 
 
-def png(fig: Figure) -> Any:
-    """A figure as an embeddable PNG image for ``display`` (works under any backend)."""
+def png(fig: Figure, alt: str | None = None) -> Any:
+    """A figure as an embeddable PNG image for ``display`` (works under any backend), with
+    its titles as the alternative text a screen reader speaks unless ``alt`` is given."""
     from IPython.display import Image
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", facecolor="white")
-    return Image(data=buf.getvalue(), format="png")
+    titles = [fig.get_suptitle(), *(ax.get_title(loc) for ax in fig.axes for loc in ("left", "center"))]
+    return Image(data=buf.getvalue(), format="png", alt=alt or "; ".join(t for t in titles if t) or "chart")
 
 
 def _e(text: Any) -> str:
@@ -353,10 +355,24 @@ def to_html(nb: Any) -> str:
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
     body, _ = exporter.from_notebook_node(
-        nb, resources={"metadata": {"name": nb.metadata.get("title", "Does it work?")}}
+        _images_with_alt(nb), resources={"metadata": {"name": nb.metadata.get("title", "Does it work?")}}
     )
     body = _EXTERNAL_SCRIPT.sub("", _EXTERNAL_SRC.sub("", body))
     return _EXTERNAL_LINK.sub("", body)
+
+
+def _images_with_alt(nb: Any) -> Any:
+    """A copy of ``nb`` whose PNG outputs with alternative text are HTML ``<img alt=…>``:
+    nbconvert's lab template drops an image's alt text (then warns that it is missing)."""
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            alt = out.get("metadata", {}).get("image/png", {}).get("alt")
+            data = out.get("data", {})
+            if alt and "image/png" in data:
+                src = "data:image/png;base64," + data.pop("image/png").strip()
+                data["text/html"] = f'<img alt="{html.escape(alt)}" src="{src}">'
+    return nb
 
 
 def build_report(db_path: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,

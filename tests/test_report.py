@@ -93,6 +93,10 @@ def test_report_is_self_contained_with_facts_at_the_top(demo_report: Path) -> No
     n_figures = OVERVIEW_FIGURES + INTERVENTION_FIGURES * len(synthesis.FOCUS_INTERVENTIONS)
     assert len(imgs) == n_figures
     assert all('src="data:image/png;base64,' in i for i in imgs)
+    # Each chart is described by its titles for screen readers, not nbconvert's placeholder.
+    alts = [re.search(r'alt="([^"]*)"', i)[1] for i in imgs]
+    assert "Evidence map: studies per intervention and condition" in alts
+    assert all(a and a != "chart" and "No description" not in a for a in alts), alts
     assert not re.search(r"<(script|link|img)\b[^>]*(src|href)=[\"']?https?:", html)
     body = html[html.index("<body"):]
     first = body.index("Last harvest:")
