@@ -159,10 +159,12 @@ def test_reader_never_sees_half_a_batch(tmp_path, shared_data):
         conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         while not stop.is_set():
             try:
+                conn.execute("BEGIN")  # one snapshot for both reads, as a Datasette page has
                 n = conn.execute("SELECT count(*) FROM studies").fetchone()[0]
                 hits = conn.execute(
                     "SELECT count(*) FROM studies_fts WHERE studies_fts MATCH 'pain'"
                 ).fetchone()[0]
+                conn.execute("COMMIT")
                 assert hits <= n
                 seen.append(n)
                 time.sleep(0.005)  # poll, don't starve the writer's checkpoints
