@@ -281,7 +281,7 @@ def import_(settings: Settings, files: tuple[str, ...], force: bool) -> None:
 @common_options
 def status_(settings: Settings) -> None:
     """Show each source: last success, last run's counts, last error, warnings."""
-    db = open_or_fail(settings, create=False)
+    db = open_or_fail(settings, create=False, read_only=True)
     rows = status.source_status(db, now=datetime.now(UTC))
     if not rows:
         click.echo(f"{settings.db_path}: no sources harvested yet (run `harvest run`)")

@@ -69,10 +69,11 @@ def _busy_error() -> click.ClickException:
     return error
 
 
-def open_or_fail(settings: Settings, *, create: bool = True) -> Database:
-    """Open the database, turning a store error into a clean CLI error."""
+def open_or_fail(settings: Settings, *, create: bool = True, read_only: bool = False) -> Database:
+    """Open the database, turning a store error into a clean CLI error (``read_only``: the
+    command only reads, so a file we may not write is fine)."""
     try:
-        return open_db(settings.db_path, create=create)
+        return open_db(settings.db_path, create=create, read_only=read_only)
     except StoreError as exc:
         # open_db wraps SQLite errors; a busy lock (e.g. during a migration) is not a bad file
         if _is_busy(exc.__cause__):

@@ -96,7 +96,7 @@ def export_cmd(settings: Settings, fmt: str, list_name: str | None, style: str,
       harvest export --format markdown --style apa --list "knee OA" -o knee.md
       harvest export --format atom --search 'prolotherapy AND knee' --since 2026-01-01
     """
-    db = open_or_fail(settings, create=False)
+    db = open_or_fail(settings, create=False, read_only=True)
     try:
         records = export.export_records(
             db, list_name=list_name, include_deleted=include_deleted, **_filters(kwargs)
@@ -189,7 +189,7 @@ def list_remove(settings: Settings, name: str, pmids: tuple[str, ...], delete_li
 @click.argument("name", required=False)
 def list_show(settings: Settings, name: str | None) -> None:
     """Show a reading list's studies and notes (all lists without NAME)."""
-    db = open_or_fail(settings, create=False)
+    db = open_or_fail(settings, create=False, read_only=True)
     if name is None:
         lists = reading_lists.all_lists(db)
         if not lists:

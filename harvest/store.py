@@ -48,13 +48,16 @@ def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def open_db(path: str | os.PathLike[str], *, create: bool = True) -> Database:
+def open_db(path: str | os.PathLike[str], *, create: bool = True, read_only: bool = False) -> Database:
     """Open (or create) the evidence database and bring its schema up to date.
 
     WAL lets Datasette and notebooks read while cron writes; the busy timeout makes a
-    second writer wait instead of failing at once.
+    second writer wait instead of failing at once. ``read_only`` (for commands that only
+    read) also accepts a file this user may not write, e.g. a shared snapshot.
     """
     path = Path(path)
+    if read_only and path.exists() and not _writable(path):
+        return _open_read_only(path)
     if str(path) != ":memory:":
         _check_path(path, create=create)
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
@@ -76,6 +79,28 @@ def open_db(path: str | os.PathLike[str], *, create: bool = True) -> Database:
     except StoreError:
         conn.close()
         raise
+    return db
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def _open_read_only(path: Path) -> Database:
+    """Read a database we may not write, as it is (no WAL switch, no migration)."""
+    # Without a -wal file everything is in the main file: immutable needs no -shm beside it.
+    mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, check_same_thread=False)
+        db = Database(conn)
+        check_ours(db, path)
+        pending = schema.migrations.pending(db)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a usable SQLite database ({exc})") from exc
+    if pending:
+        conn.close()
+        raise StoreError(f"{path}: read-only, and made by an older version of doesitwork; open it "
+                         "once with write access to bring its schema up to date")  # fmt: skip
     return db
 
 

@@ -230,3 +230,39 @@ def test_busy_database_is_a_clear_message(tmp_path, monkeypatch):
     finally:
         holder.rollback()
         holder.close()
+
+
+def test_read_commands_work_on_a_database_we_may_not_write(tmp_path, shared_data, monkeypatch):
+    """A shared snapshot (a read-only file in a read-only folder): status, export and
+    list show read it as it is, and nothing beside it is created or changed."""
+    live = tmp_path / "live.db"
+    assert invoke("import", "--db", str(live), str(shared_data / "eutils" / "biopython" / "pubmed2.xml")).exit_code == 0
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    db = folder / "e.db"
+    with sqlite3.connect(live) as src, sqlite3.connect(db) as copy:  # a snapshot: one file
+        src.backup(copy)
+        copy.execute("PRAGMA journal_mode=DELETE")
+    copy.close()
+    before = db.read_bytes()
+    db.chmod(0o444)
+    folder.chmod(0o555)
+    real_access = os.access
+    # root may write anyway: have the OS answer as it does for everyone else
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if mode & os.W_OK and
+                        Path(p).resolve() in (db.resolve(), folder.resolve()) else real_access(p, mode, **kw))
+    try:
+        status = invoke("status", "--db", str(db))
+        assert status.exit_code == 0, status.output
+        assert "2 studies stored" in status.output
+        export = invoke("export", "--db", str(db), "--format", "jsonl")
+        assert export.exit_code == 0, export.output
+        assert len(export.output.splitlines()) == 2
+        assert invoke("list", "show", "--db", str(db)).exit_code == 0
+        assert sorted(p.name for p in folder.iterdir()) == ["e.db"] and db.read_bytes() == before
+        # A command that writes still says why it cannot.
+        tag = invoke("import", "--db", str(db), str(shared_data / "eutils" / "biopython" / "pubmed2.xml"))
+        assert tag.exit_code != 0 and "not readable and writable" in tag.output
+    finally:
+        folder.chmod(0o755)
+        db.chmod(0o644)
