@@ -7,6 +7,7 @@ killed at any point leaves either the whole batch or none of it.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import multiprocessing
 import os
@@ -125,12 +126,16 @@ class ImportResult:
 
 
 def sniff_format(path: Path) -> str:
-    """``xml`` for PubMed XML (plain or gzip), ``medline`` for PubMed-format text."""
+    """``xml`` for PubMed XML, ``medline`` for PubMed-format text; either may be gzipped."""
     with open(path, "rb") as fh:
         head = fh.read(512)
-    if head[:2] == b"\x1f\x8b" or head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
-        return "xml"
-    return "medline"
+    if head[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path) as fh:
+                head = fh.read(512)
+        except (OSError, EOFError):
+            return "xml"  # the XML parser reports the corrupt stream, naming the file
+    return "xml" if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<") else "medline"
 
 
 def iter_file(path: Path) -> Iterator[Study | Deletion]:

@@ -11,6 +11,7 @@ it sees the text we check every line is MEDLINE-shaped (an XML reply or a binary
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -101,9 +102,9 @@ def _open_text(source: str | os.PathLike[str] | TextIO, name: str | None, stack:
             raise TypeError("parse_medline() reads a path; wrap MEDLINE text in io.StringIO")
         label = name or os.path.basename(os.fspath(source))
         with open(source, "rb") as probe:
-            if probe.read(2) == b"\x1f\x8b":
-                raise MedlineError(label, "gzip-compressed file, not MEDLINE text (decompress it first)", record=1, line=1)
-        handle = stack.enter_context(open(source, encoding="utf-8-sig", errors="strict", newline=None))
+            gzipped = probe.read(2) == b"\x1f\x8b"  # saved exports get compressed for transfer
+        opener = gzip.open if gzipped else open
+        handle = stack.enter_context(opener(source, "rt", encoding="utf-8-sig", errors="strict", newline=None))
         return handle, label
     if hasattr(source, "read"):
         return source, name or os.path.basename(str(getattr(source, "name", "<stream>")))

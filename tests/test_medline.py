@@ -3,6 +3,7 @@ a hand-made export for fields they lack, and files that are not MEDLINE at all."
 
 from __future__ import annotations
 
+import gzip
 import io
 from pathlib import Path
 
@@ -164,9 +165,20 @@ def test_pubmed_xml_passed_by_mistake():
     assert str(error).startswith("pubmed1.xml: record 1, line 1: looks like XML/HTML, not MEDLINE text")
 
 
-def test_gzip_file_passed_by_mistake():
-    with pytest.raises(MedlineError, match=r"^pubmed21n1298-even\.xml\.gz: record 1, line 1: gzip-compressed"):
+def test_gzipped_xml_passed_by_mistake():
+    with pytest.raises(MedlineError, match=r"^pubmed21n1298-even\.xml\.gz: record 1, line 1: looks like XML"):
         list(parse_medline(data_file("pubmed", "pubmed21n1298-even.xml.gz")))
+
+
+def test_a_gzipped_export_is_read_and_imported_as_medline(tmp_path):
+    """Exports get compressed for transfer: `harvest import` must not call them bad XML."""
+    from harvest import ingest
+
+    plain = medline("pubmed_result2.txt")
+    packed = tmp_path / "pubmed_result2.txt.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert ingest.sniff_format(packed) == "medline"
+    assert list(ingest.iter_file(packed)) == list(parse_medline(plain)) != []
 
 
 def test_binary_file():
