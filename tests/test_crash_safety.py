@@ -143,7 +143,8 @@ def test_sigkill_during_writes_never_leaves_half_a_batch(tmp_path, shared_data):
     check_integrity(db_path)
     assert count(db_path) == 10362
     runs = [r["status"] for r in store.open_db(db_path)["runs"].rows]
-    assert runs == ["interrupted"] * 3 + ["ok"], runs  # no run left "running" forever
+    # No run left "running" forever (a kill before the run row was written leaves none).
+    assert runs[-1] == "ok" and 1 <= len(runs) - 1 <= 3 and set(runs[:-1]) == {"interrupted"}, runs
 
 
 def test_reader_never_sees_half_a_batch(tmp_path, shared_data):
