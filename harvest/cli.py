@@ -346,6 +346,8 @@ def tag_(
       harvest tag --set 29764447 design=rct --note "checked the full text"
       harvest tag --unset 35420007 intervention=acupuncture
     """
+    if set_tag and unset_tag:
+        raise click.UsageError("give --set or --unset, not both (one tag change per command)")
     db = open_or_fail(settings, create=False)
     try:
         if set_tag or unset_tag:

@@ -15,6 +15,7 @@ inside the caller's transaction when one is open.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import multiprocessing
@@ -191,7 +192,21 @@ class _Pat:
                 return re.finditer(self.source, text, re.IGNORECASE)
         if not self.strip_b:
             return self.rx.finditer(text)
-        return [m for m in self.rx.finditer(text) if not (m.start() and _is_wordch(text[m.start() - 1]))]
+        return self._word_start_matches(text)
+
+    def _word_start_matches(self, text: str) -> list[re.Match[str]]:
+        """Matches that start a word (the pattern's leading \\b, dropped for speed). A match
+        starting mid-word is retried one character on, not skipped past: it may have covered
+        a real match ("researched and searched PubMed")."""
+        out: list[re.Match[str]] = []
+        pos = 0
+        while (m := self.rx.search(text, pos)) is not None:
+            if m.start() and _is_wordch(text[m.start() - 1]):
+                pos = m.start() + 1
+                continue
+            out.append(m)
+            pos = m.end() if m.end() > m.start() else m.end() + 1
+        return out
 
 
 Group = tuple[float, list[tuple[str, str]]]
@@ -1000,7 +1015,7 @@ class _Doc:
 
     __slots__ = (
         "row", "use_index", "title", "abstract", "keywords", "fields", "pubtypes", "mesh",
-        "mesh_display", "corrections", "medline", "_sections", "_sentences", "_alltext", "low",
+        "mesh_display", "corrections", "medline", "_sections", "_sentences", "_starts", "_alltext", "low",
         "low_ok", "_candidates", "_index", "_lowall", "_subs", "tokens", "pre5", "pre3", "possible",
         "by_list",
     )  # fmt: skip
@@ -1056,6 +1071,7 @@ class _Doc:
             self.corrections = frozenset()
         self._sections: list[tuple[str | None, str, int]] | None = None
         self._sentences: list[tuple[int, int, str | None]] | None = None
+        self._starts: list[int] | None = None
         self._alltext: str | None = None
 
     @property
@@ -1130,9 +1146,12 @@ class _Doc:
         return self._sentences
 
     def sentence_at(self, pos: int) -> tuple[int, int, str | None]:
-        for s in self.sentences:
-            if s[0] <= pos < max(s[1], s[0] + 1):
-                return s
+        sentences = self.sentences
+        if self._starts is None:  # sentences are in order: bisect, not a scan per match
+            self._starts = [s[0] for s in sentences]
+        i = bisect.bisect_right(self._starts, pos) - 1
+        if i >= 0 and pos < max(sentences[i][1], sentences[i][0] + 1):
+            return sentences[i]
         return (max(0, pos - 200), min(len(self.abstract), pos + 200), None)
 
 

@@ -266,3 +266,11 @@ def test_read_commands_work_on_a_database_we_may_not_write(tmp_path, shared_data
     finally:
         folder.chmod(0o755)
         db.chmod(0o644)
+
+
+def test_tag_set_and_unset_together_is_a_usage_error(tmp_path):
+    db = tmp_path / "d.db"
+    assert invoke("demo", "--db", str(db)).exit_code == 0
+    result = invoke("tag", "--db", str(db), "--set", "17718644", "design=rct",
+                    "--unset", "17718644", "intervention=dry_needling")
+    assert result.exit_code == 2 and "not both" in result.output

@@ -629,3 +629,31 @@ def test_ages_that_are_not_a_vignette_opening(rs, abstract, expected):
 def test_a_comparative_title_alone_does_not_make_an_rct(rs, title):
     tag = design_tag(classify(text_row(title), rs, use_index=False))
     assert (tag.value, tag.rule_id) == ("other", "design.text.fallback")
+
+
+def test_a_pattern_run_without_its_leading_word_boundary_finds_every_word_start_match():
+    """The engine drops a leading \\b for speed and rejects matches that start mid-word; a
+    rejected one must not hide a real match inside it ("researched and searched PubMed")."""
+    from harvest.tagging import _Doc, _Pat
+
+    source = r"\bsearched (?:\w+ ){0,3}?pubmed"
+    pat = _Pat(0, source)
+    assert pat.strip_b
+    for text in ("We researched and searched PubMed", "Searched PubMed; researched, searched PubMed"):
+        doc = _Doc({"title": "", "abstract": text}, use_index=False)
+        found = [m.span() for m in pat.finditer(doc, "abstract")]
+        assert found == [m.span() for m in re.finditer(source, text.lower())] != []
+
+
+def test_sentence_lookup_agrees_with_a_scan_of_every_sentence():
+    from harvest.tagging import _Doc
+
+    abstract = ("BACKGROUND: Dry needling is used for neck pain. It is debated. METHODS: We randomized "
+                "60 adults (e.g. office workers) to dry needling or sham. RESULTS: Pain fell more "
+                "with dry needling. CONCLUSIONS: Dry needling reduced pain.")
+    doc = _Doc({"title": "Dry needling", "abstract": abstract}, use_index=False)
+    sentences = doc.sentences
+    for pos in range(len(abstract) + 5):
+        scan = next((s for s in sentences if s[0] <= pos < max(s[1], s[0] + 1)),
+                    (max(0, pos - 200), min(len(abstract), pos + 200), None))
+        assert doc.sentence_at(pos) == scan, pos
