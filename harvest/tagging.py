@@ -567,6 +567,9 @@ class _Cue:
     weight: float
     negatable: bool
     regex: re.Pattern[str]
+    # What a negated cue counts as: "no_difference" ("did not improve"), or None for nothing
+    # at all ("not harmful" is no evidence of harm, nor of no difference).
+    when_negated: str | None = "no_difference"
 
 
 @dataclass
@@ -896,9 +899,11 @@ def _compile_conclusion(data: dict[str, Any], b: _Builder) -> dict[str, Any]:
     cues = []
     for c in data.get("cue", []):
         b.claim(c["id"])
+        when_negated = c.get("when_negated", "no_difference")
         cues.append(
             _Cue(c["id"], b.value("conclusion", c["value"], c["id"]), float(c.get("weight", 1.0)),
-                 bool(c.get("negatable", False)), b.regex(b.patterns(c, "text"), c["id"]))
+                 bool(c.get("negatable", False)), b.regex(b.patterns(c, "text"), c["id"]),
+                 None if when_negated == "skip" else b.value("conclusion", when_negated, c["id"]))
         )  # fmt: skip
     tie = list(data.get("tie_order", []))
     return {
@@ -1627,11 +1632,13 @@ def conclusion(doc_or_row: _Doc | dict[str, Any], rs: RuleSet | None = None) -> 
         first_id: dict[str, str] = {}
         for cue in cfg["cues"]:
             for m in cue.regex.finditer(sentence):
-                value = cue.value
+                value: str | None = cue.value
                 if cue.negatable and cfg["negators"]:
                     window = sentence[max(0, m.start() - cfg["negation_window"]) : m.start()]
                     if cfg["negators"].search(window):
-                        value = "no_difference"
+                        value = cue.when_negated
+                if value is None:
+                    continue
                 scores[value] = scores.get(value, 0.0) + cue.weight
                 first_id.setdefault(value, cue.id)
         if scores:

@@ -657,3 +657,14 @@ def test_sentence_lookup_agrees_with_a_scan_of_every_sentence():
         scan = next((s for s in sentences if s[0] <= pos < max(s[1], s[0] + 1)),
                     (max(0, pos - 200), min(len(abstract), pos + 200), None))
         assert doc.sentence_at(pos) == scan, pos
+
+
+@pytest.mark.parametrize("sentence, expected", [
+    ("Dry needling was effective and not harmful.", "favours_intervention"),
+    ("Dry needling was safe and is not harmful.", "favours_intervention"),
+    ("Dry needling increased the risk of adverse events.", "harm"),
+])
+def test_a_negated_harm_cue_is_not_harm(rs, sentence, expected):
+    row = {"title": "Dry needling versus sham for neck pain: a randomized controlled trial",
+           "abstract": f"METHODS: We randomized 60 adults. CONCLUSIONS: {sentence}"}
+    assert [t.value for t in classify(row, rs, use_index=False) if t.facet == "conclusion"] == [expected]
