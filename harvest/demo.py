@@ -75,22 +75,17 @@ def build_demo(path: str | os.PathLike[str], *, on_changed: OnChanged | None = N
 
 def is_demo_db(path: Path) -> bool:
     """True if ``path`` is a doesitwork database whose only source is the bundled sample,
-    i.e. one ``build_demo`` made and may rebuild. Opens it read-only; never changes it."""
-    # Without a -wal file all is in the main file: immutable reads it without creating
-    # -wal/-shm beside somebody's file; with one, read-only mode reads the WAL too.
-    mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
+    i.e. one ``build_demo`` made and may rebuild. Reads it as it is; never changes it."""
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
+        db = store.open_read_only(path)
+    except store.StoreError:
+        return False  # not SQLite, or not ours
+    try:
+        sources = {row[0] for row in db.execute("SELECT name FROM sources")}
     except sqlite3.Error:
-        return False
-    try:
-        db = Database(conn)
-        store.check_ours(db, path)  # the store's own "made by doesitwork" test
-        sources = {row[0] for row in conn.execute("SELECT name FROM sources")}
-    except (sqlite3.Error, store.StoreError):
-        return False  # not SQLite, not ours, or without a sources table
+        return False  # ours in name only: no sources table
     finally:
-        conn.close()
+        db.conn.close()
     return sources == {SOURCE}
 
 

@@ -235,8 +235,7 @@ def _reconcile(
     absent = sorted(stored - listed, key=int)
     for start in range(0, len(absent), ncbi.batch_size):
         ask = absent[start : start + ncbi.batch_size]
-        body = client.efetch_ids(ask)
-        got = {i.pmid for i in parse_pubmed_xml(body, name="efetch (reconcile)")}
+        got = {i.pmid for i in _efetch_ids(client, ask, "efetch (reconcile)")}
         result.withdrawn += [p for p in ask if p not in got]
     with store.write_tx(db):
         store.clear_missing(db, sorted(listed & stored))

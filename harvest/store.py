@@ -86,19 +86,32 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
-def _open_read_only(path: Path) -> Database:
-    """Read a database we may not write, as it is (no WAL switch, no migration)."""
+def open_read_only(path: Path) -> Database:
+    """Read a database as it is, creating and changing nothing beside it (no WAL switch, no
+    migration); raises :class:`StoreError` when it is not SQLite or not ours."""
     # Without a -wal file everything is in the main file: immutable needs no -shm beside it.
     mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: not a usable SQLite database ({exc})") from exc
+    try:
         db = Database(conn)
         check_ours(db, path)
-        pending = schema.migrations.pending(db)
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: not a usable SQLite database ({exc})") from exc
-    if pending:
         conn.close()
+        raise StoreError(f"{path}: not a usable SQLite database ({exc})") from exc
+    except StoreError:
+        conn.close()
+        raise
+    return db
+
+
+def _open_read_only(path: Path) -> Database:
+    """A database we may not write, read as it is, if its schema is current."""
+    db = open_read_only(path)
+    if schema.migrations.pending(db):
+        db.conn.close()
         raise StoreError(f"{path}: read-only, and made by an older version of doesitwork; open it "
                          "once with write access to bring its schema up to date")  # fmt: skip
     return db
@@ -276,7 +289,7 @@ def save_rows(
         return result
     existing = _find_existing(db, rows)
     inserts: list[dict[str, Any]] = []
-    returned: list[int] = []  # stored studies PubMed just returned: no longer missing
+    returned: list[str] = []  # PMIDs of stored studies PubMed just returned: no longer missing
     for row in rows:
         old = existing.get(("pmid", row["pmid"]))
         if old is None:
@@ -291,8 +304,8 @@ def save_rows(
             inserts.append(row)
             continue
         result.seen_ids.append(old["id"])
-        if row["record_source"] == "pubmed":
-            returned.append(old["id"])
+        if row["record_source"] == "pubmed" and row["pmid"]:
+            returned.append(row["pmid"])
         merged = _merge(old, row)
         if merged is None:
             result.unchanged += 1
@@ -310,9 +323,7 @@ def save_rows(
         result.new += len(new_ids)
         result.changed_ids += new_ids
         result.seen_ids += new_ids
-    for chunk in _chunks(returned, 500):
-        marks = ",".join("?" * len(chunk))
-        db.execute(f"UPDATE studies SET missing_count = 0 WHERE missing_count > 0 AND id IN ({marks})", chunk)
+    clear_missing(db, returned)
     if run_id is not None and result.seen_ids:
         # What sqlite-utils' insert_all(ignore=True) runs, without its per-row conversions.
         db.conn.executemany(
@@ -460,7 +471,8 @@ def clear_missing(db: Database, pmids: Iterable[str]) -> None:
     """Reset the miss counter of PMIDs NCBI did return."""
     for chunk in _chunks(list(pmids), 500):
         marks = ",".join("?" * len(chunk))
-        db.execute(f"UPDATE studies SET missing_count = 0 WHERE pmid IN ({marks})", chunk)
+        # only rows that need it: an UPDATE re-indexes the row's FTS entry
+        db.execute(f"UPDATE studies SET missing_count = 0 WHERE missing_count > 0 AND pmid IN ({marks})", chunk)
 
 
 def add_pending(db: Database, source: str, pmids: Sequence[str], *, now: str | None = None) -> None:

@@ -44,6 +44,11 @@ _PAGING_ARGS = ("_next", "_size", "_shape", "_sort", "_sort_desc")
 MAX_EXPORT_ROWS = 50_000
 
 
+def _args_except(request: Any, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The request's query arguments (repeats kept) without ``names``."""
+    return [(k, v) for k in request.args.keys() if k not in names for v in request.args.getlist(k)]
+
+
 async def _all_keys(datasette: Any, request: Any, col: str, sort: str | None) -> list[Any]:
     """The id column of every row the filters select, as Datasette's own "stream all rows"
     CSV does, not of the page on screen.
@@ -54,8 +59,7 @@ async def _all_keys(datasette: Any, request: Any, col: str, sort: str | None) ->
     others when values tie (years do).
     """
     base = request.path.rsplit(".", 1)[0] + ".json"
-    args = [(k, v) for k in request.args.keys() if k not in _PAGING_ARGS
-            for v in request.args.getlist(k)]  # fmt: skip
+    args = _args_except(request, _PAGING_ARGS)
     if sort:
         args.append(("_sort", sort))
     keys: list[Any] = []
@@ -85,8 +89,7 @@ def _feed_id(request: Any) -> str:
     """The same page with the same filters gives the same feed id (a reader keeps one
     subscription); other filters give another feed."""
     path = request.path.rsplit(".", 1)[0]
-    args = sorted((k, v) for k in request.args.keys() if k not in ("_next", "_size")
-                  for v in request.args.getlist(k))  # fmt: skip
+    args = sorted(_args_except(request, ("_next", "_size")))
     return f"{export.ATOM_ID_PREFIX}datasette:{path}" + (f"?{urlencode(args)}" if args else "")
 
 
