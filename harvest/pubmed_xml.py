@@ -266,7 +266,7 @@ class _UnusedElementsCut:
 # name would read the reference lists (a third of the file) several times.
 _REGION = (b"<PubmedData>", b"</PubmedData>")
 _HISTORY = (b"<History>", b"</History>")  # PubmedData's first child, per the DTD
-_REFERENCES = b"ReferenceList>"  # the tail of both <ReferenceList> and </ReferenceList>
+_REFERENCES = (b"<ReferenceList>", b"</ReferenceList>")
 _RECORD_ENDS = (b"</PubmedArticle>", b"</PubmedBookArticle>", b"</DeleteCitation>")
 
 
@@ -291,25 +291,18 @@ def _cut_unused(data: bytes) -> tuple[bytes, bytes]:
 
 def _cut_region(data: bytes, pos: int, end: int, out: list[bytes]) -> None:
     """Append ``data[pos:end]`` to ``out`` without its History and reference lists, each
-    replaced by its newlines. Anything not well-formed is left for the parser to report."""
+    replaced by its newlines. A span whose end is missing is left for the parser to report;
+    markup inside a span is never parsed, so a fault there, in content we do not read, is not."""
     spans = []
     history = data.find(_HISTORY[0], pos, min(end, pos + 256))
     if history >= 0 and (stop := data.find(_HISTORY[1], history, end)) >= 0:
         spans.append((history, stop + len(_HISTORY[1])))
-    depth = 0
-    at = data.find(_REFERENCES, pos, end)
-    while at >= 0:
-        if data[at - 1] == 60:  # "<": a start tag
-            depth += 1
-            if depth == 1:
-                first = at - 1
-        elif data[at - 2 : at] == b"</":
-            depth -= 1
-            if depth == 0:
-                spans.append((first, at + len(_REFERENCES)))
-            elif depth < 0:
-                break
-        at = data.find(_REFERENCES, at + len(_REFERENCES), end)
+    # Reference lists close a PubmedData (the DTD puts them last), so one span runs from the
+    # first one's start to the last one's end: nested lists need no counting, and the bytes
+    # between are searched backwards from the region's end, not read through.
+    first = data.find(_REFERENCES[0], pos, end)
+    if first >= 0 and (stop := data.rfind(_REFERENCES[1], first, end)) >= 0:
+        spans.append((first, stop + len(_REFERENCES[1])))
     for first, stop in sorted(spans):
         if first < pos:  # overlapping spans: only in a document that is not PubMed's
             continue
