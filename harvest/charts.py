@@ -149,17 +149,20 @@ def evidence_map(synth: Synthesis, *, size_by: str = "studies") -> Figure:
     fig = _figure(9.5, 1.6 + 0.42 * len(conditions))
     ax = fig.add_subplot()
 
-    def value(c: Cell) -> int:
+    def value(c: Cell) -> int | None:  # None: participants unknown (no trial size extracted)
         return c.randomized_participants if size_by == "participants" else c.n_studies
 
-    biggest = max(value(c) for c in cells) or 1
+    biggest = max(value(c) or 0 for c in cells) or 1
     for c in cells:
         v = value(c)
         x, y = ivs.index(c.intervention), conditions.index(c.condition)
-        area = 40 + 900 * (v / biggest)
+        area = 40 + 900 * ((v or 0) / biggest)
         ax.scatter(x, y, s=area, color=VERDICT_COLOURS.get(c.verdict.label, "#BBBBBB"),
                    edgecolor="#333333", linewidth=0.8, zorder=3)  # fmt: skip
-        note = f"{v}" + (f" (+{len(c.retracted)} retracted)" if c.retracted else "")
+        note = "unknown" if v is None else f"{v}"
+        if size_by == "participants" and v is not None and c.trials_without_size:
+            note = f"≥{v}"  # at least: some trials' sizes are unknown
+        note += f" (+{len(c.retracted)} retracted)" if c.retracted else ""
         ax.annotate(note, (x, y), xytext=(area ** 0.5 / 2 + 5, 0), textcoords="offset points", va="center",
                     fontsize=10, color="#222222")  # fmt: skip
     ax.set_xticks(range(len(ivs)), [label(i) for i in ivs])
@@ -182,7 +185,8 @@ def evidence_map(synth: Synthesis, *, size_by: str = "studies") -> Figure:
                       markerfacecolor=col, label=" / ".join(vs)) for col, vs in by_colour.items()]  # fmt: skip
     ax.legend(handles=handles, title="Verdict (bubble colour)", loc="upper left",
               bbox_to_anchor=(1.01, 1), frameon=False, alignment="left")  # fmt: skip
-    what = "randomized participants" if size_by == "participants" else "studies (retracted excluded)"
+    what = ("randomized participants in the trials whose sample size was extracted (≥: some "
+            "trials' sizes unknown)" if size_by == "participants" else "studies (retracted excluded)")
     fig.text(0.0, -0.01, f"Bubble area and number: {what}.", fontsize=10, color="#444444",
              ha="left", va="top")  # fmt: skip
     return fig
@@ -227,13 +231,18 @@ def studies_per_year(studies: Sequence[Study], *, title: str = "Studies per year
 @_styled
 def participants_by_condition(cells: Sequence[Cell], *, title: str = "Randomized participants by condition") -> Figure:
     """Horizontal bars of randomized participants (sum of extracted RCT sizes) per condition,
-    stacked by intervention; each bar says how many trials and how many lacked a size."""
+    stacked by intervention; each bar says over how many trials it sums and for how many the
+    size is unknown (a condition with no size extracted says "unknown", never 0)."""
     with_trials = [c for c in cells if c.trials]
     if not with_trials:
         return _empty(_figure(9, 2.6), title, "No randomized trials yet.")
+    # most participants first; then most trials (participants unknown), then by name: the
+    # order is the same on every run
     conditions = sorted({c.condition for c in with_trials},
-                        key=lambda k: -sum(c.randomized_participants for c in with_trials
-                                           if c.condition == k))  # fmt: skip
+                        key=lambda k: (-sum(c.randomized_participants or 0 for c in with_trials
+                                            if c.condition == k),
+                                       -len({s.id for c in with_trials if c.condition == k for s in c.trials}),
+                                       label(k)))  # fmt: skip
     ivs = list(dict.fromkeys(c.intervention for c in with_trials))
     fig = _figure(10, 1.5 + 0.45 * len(conditions))
     ax = fig.add_subplot()
@@ -241,27 +250,42 @@ def participants_by_condition(cells: Sequence[Cell], *, title: str = "Randomized
     for iv in ivs:
         widths = []
         for k in conditions:
-            widths.append(sum(c.randomized_participants for c in with_trials
+            widths.append(sum(c.randomized_participants or 0 for c in with_trials
                               if c.intervention == iv and c.condition == k))  # fmt: skip
         ax.barh(range(len(conditions)), widths, left=left, label=label(iv), height=0.65,
                 color=INTERVENTION_COLOURS.get(iv, OKABE_ITO["grey"]), edgecolor="white")  # fmt: skip
         left = [a + b for a, b in zip(left, widths, strict=True)]
     top = max(left) or 1
+    shared_any = False
     for y, k in enumerate(conditions):
-        trials = sum(len(c.trials) for c in with_trials if c.condition == k)
-        missing = sum(c.trials_without_size for c in with_trials if c.condition == k)
-        note = f"{left[y]} in {trials} RCT{'s' if trials != 1 else ''}"
-        if missing:
-            note += f" ({missing} without a size)"
+        # each trial once, even if it is on two of the interventions (drawn in both segments)
+        drawn = [s for c in with_trials if c.condition == k for s in c.trials]
+        distinct = {s.id: s for s in drawn}
+        trials = len(distinct)
+        missing = sum(1 for s in distinct.values() if s.sample_size is None)
+        total = sum(s.sample_size for s in distinct.values() if s.sample_size is not None)
+        rcts = f"RCT{'s' if trials != 1 else ''}"
+        if missing == trials:
+            note = f"unknown: no size for {'the' if trials == 1 else 'any of the'} {trials} {rcts}"
+        elif missing:
+            note = f"{total} in {trials - missing} of {trials} {rcts} (size unknown for {missing})"
+        else:
+            note = f"{total} in {trials} {rcts}"
+        if len(drawn) > trials and total:  # a trial on two interventions: drawn twice, counted once
+            shared_any = True
+            note += " *"
         ax.text(left[y] + top * 0.01, y, note, va="center", fontsize=10, color="#222222")
     ax.set_yticks(range(len(conditions)), [label(k) for k in conditions])
     ax.set_ylim(len(conditions) - 0.5, -0.5)
     ax.set_xlim(0, top * 1.45)
-    ax.set_xlabel("Randomized participants (sum of sample sizes extracted from abstracts)")
+    ax.set_xlabel("Randomized participants (sum of sample sizes extracted from abstracts)"
+                  + ("\n* a trial on two of the interventions is drawn in each one's segment but "
+                     "counted once in the number" if shared_any else ""))
     ax.set_ylabel("Condition")
     ax.set_title(title, loc="left")
-    if len(ivs) > 1 and any(left):
-        ax.legend(title="Intervention", loc="lower right", frameon=False)
+    if len(ivs) > 1 and any(left):  # below the plot: the notes may run past its right edge
+        fig.legend(*ax.get_legend_handles_labels(), title="Intervention", loc="outside lower center",
+                   ncol=len(ivs), frameon=False)  # fmt: skip
     if not any(left):
         ax.set_xticks([])
         ax.set_xlabel("No sample size could be extracted from these trials' records yet")

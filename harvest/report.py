@@ -131,14 +131,16 @@ def facts_html(synth: Synthesis, db: Database | None = None) -> Html:
             where = ""
     years = f"{f['first_year']}–{f['last_year']}" if f["first_year"] else "none"
     per_iv = ", ".join(f"{label(iv)} {n}" for iv, n in f["by_intervention"].items())
+    scope = synthesis.scope_text(f["interventions"])
     return Html(
         _CSS + '<div class="diw"><div class="facts">'
         f"{where}<b>Last harvest:</b> {_e(f['harvested'] or 'never')}<br>"
         f"<b>Studies:</b> {f['studies']} (not counting retracted ones; publication years {years}); "
-        f"by intervention: {per_iv}<br>"
-        f"<b>Systematic reviews and meta-analyses:</b> {f['reviews']}; "
-        f"<b>randomized trials:</b> {f['trials']}; <b>retracted</b> (left out of every count): "
-        f"{f['retracted']}; withdrawn records: {f['deleted']}<br>"
+        f"<b>studies on {_e(scope)}:</b> {f['focus_studies']} (by intervention: {_e(per_iv)})<br>"
+        f"Among the studies on {_e(scope)}: <b>systematic reviews and meta-analyses:</b> "
+        f"{f['reviews']}; <b>randomized trials:</b> {f['trials']}<br>"
+        f"<b>Retracted</b> (left out of every count): {f['retracted']}; withdrawn records: "
+        f"{f['deleted']}<br>"
         f"<b>Tag rule set:</b> {_e(f['ruleset_version'] or 'none (no tags yet)')}; "
         f"report generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}"
         f'</div><p class="disclaimer">{_e(synthesis.DISCLAIMER)}</p></div>'
@@ -166,23 +168,40 @@ def overview_table_html(synth: Synthesis) -> Html:
         return Html('<div class="diw"><p>No tagged studies of these interventions yet.</p></div>')
     rows = []
     for c in synth.cells:
-        share = "–" if c.sham_share is None else f"{c.sham_share:.0%}"
-        missing = f" ({c.trials_without_size} no size)" if c.trials_without_size else ""
         rows.append(
             f"<tr><td>{_e(label(c.intervention))}</td><td>{_e(label(c.condition))}</td>"
             f'<td class="num">{c.n_studies}</td><td class="num">{len(c.reviews)}</td>'
             f'<td class="num">{len(c.trials)}</td>'
-            f'<td class="num">{c.randomized_participants}{_e(missing)}</td>'
-            f'<td class="num">{share}</td><td class="num">{len(c.newer_trials)}</td>'
+            f'<td class="num">{_e(_participants_cell(c))}</td>'
+            f'<td class="num">{_e(_sham_cell(c))}</td><td class="num">{len(c.newer_trials)}</td>'
             f'<td class="num">{len(c.retracted)}</td><td>{_e(c.verdict.label)} '
             f'<span class="rule">({_e(c.verdict.rule_id)})</span></td></tr>'
         )
     head = (
         "<tr><th>Intervention</th><th>Condition</th><th>Studies</th><th>Reviews</th><th>RCTs</th>"
-        "<th>Randomized participants</th><th>Sham/placebo-controlled</th>"
+        "<th>Randomized participants</th><th>Sham/placebo-controlled RCTs</th>"
         "<th>Trials after newest review</th><th>Retracted (excluded)</th><th>Verdict (rule)</th></tr>"
     )
     return Html(f'<div class="diw"><table>{head}{"".join(rows)}</table></div>')
+
+
+def _participants_cell(c: Cell) -> str:
+    """Randomized participants as far as known: "70", "unknown (7 RCTs)", "125 in 3 of 4 RCTs"."""
+    if not c.trials:
+        return "–"
+    if c.randomized_participants is None:
+        return f"unknown ({_n(len(c.trials), 'RCT')})"
+    if c.trials_without_size:
+        return f"{c.randomized_participants} in {c.trials_with_size} of {_n(len(c.trials), 'RCT')}"
+    return str(c.randomized_participants)
+
+
+def _sham_cell(c: Cell) -> str:
+    """Trials tagged sham/placebo-controlled out of all, and how many comparators are unknown."""
+    if not c.trials:
+        return "–"
+    unknown = c.trials_without_comparator
+    return f"{c.sham_controlled} of {len(c.trials)}" + (f" ({unknown} unknown)" if unknown else "")
 
 
 def intervention_header_html(synth: Synthesis, intervention: str) -> Html:

@@ -3,11 +3,18 @@
 Everything here is plain data computed from the ``studies`` and ``tags`` tables (through
 :func:`harvest.tagging.study_summaries`); the notebooks, charts and the HTML report only show
 it. For each intervention × condition with any evidence, a :class:`Cell` holds the counts by
-design, the randomized participants (with how many trials lacked a size), the systematic
-reviews and meta-analyses, the randomized trials, the share of sham- or placebo-controlled
-trials, the trials newer than the newest review, and the retracted studies (listed apart and
-left out of every count). Its :class:`Verdict` comes from :data:`VERDICT_RULES`, the one place
-where the rules are written, and always carries its reasons and caveats.
+design, the randomized participants (summed over the trials whose sample size was extracted,
+with how many those are; ``None`` when no trial has one, never 0), the systematic reviews and
+meta-analyses, the randomized trials, how many trials are tagged sham- or placebo-controlled
+and how many have no comparator identified, the trials newer than the newest review, and the
+retracted studies (listed apart and left out of every count). Its :class:`Verdict` comes
+from :data:`VERDICT_RULES`, the one place where the rules are written, and always carries its
+reasons and caveats.
+
+What the records do not say is reported as unknown, never as a negative: a trial with no
+sample size extracted adds nothing to a total and is counted as "participants unknown"; a
+trial with no comparator identified is not known to be sham-controlled, nor known not to be;
+and whether a trial was blinded is not read at all.
 
 This is a map of what has been published and what the authors concluded, read automatically
 from titles, abstracts and NLM's indexing. It is not a quality appraisal and not medical advice.
@@ -41,6 +48,7 @@ __all__ = [
     "label",
     "load_studies",
     "rules_text",
+    "scope_text",
     "synthesize",
     "verdict_for",
 ]
@@ -74,9 +82,11 @@ MIN_TRIALS = 2  # randomized trials with a stated conclusion needed to say anyth
 MIN_PARTICIPANTS = 100  # randomized participants needed to say anything from trials
 CLEAR_SHARE = 2 / 3  # share of trials concluding one way for "favourable" or "not supported"
 SMALL_PARTICIPANTS = 300  # below this many randomized participants the evidence is "small"
-SHAM_SHARE = 0.5  # below this share of sham/placebo-controlled trials: "mostly unblinded"
+SHAM_SHARE = 0.5  # below this share of trials tagged sham/placebo-controlled: caveat C2
 # CLEAR_SHARE in words for the rules' text ("67%" would misstate a share of exactly 2 in 3)
 _CLEAR = "two thirds" if abs(CLEAR_SHARE - 2 / 3) < 1e-9 else f"{CLEAR_SHARE:.1%}"
+# participants are summed over the trials whose sample size was extracted: the rules say so
+_SIZED = "(a trial with no sample size extracted adds none)"
 
 _LABELS = {
     "ims": "IMS (Gunn)",
@@ -100,6 +110,22 @@ _LABELS = {
     "corticosteroid": "Corticosteroid injection",
     UNSPECIFIED: "Condition not tagged",
 }
+
+
+# How an intervention is named inside a sentence ("studies on IMS, dry needling or prolotherapy").
+_IN_TEXT = {"ims": "IMS"}
+
+
+def scope_text(interventions: Sequence[str]) -> str:
+    """The interventions as a phrase: ("ims", "dry_needling", "prolotherapy") →
+    "IMS, dry needling or prolotherapy"."""
+    names = []
+    for iv in interventions:
+        name = _IN_TEXT.get(iv) or label(iv)
+        names.append(name if name[1:2].isupper() else name[:1].lower() + name[1:])
+    if len(names) < 2:
+        return "".join(names) or "no intervention"
+    return ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def label(value: str | None) -> str:
@@ -278,8 +304,17 @@ class Cell:
                       key=lambda s: (-(s.year or 0), s.id))  # fmt: skip
 
     @property
-    def randomized_participants(self) -> int:
-        return sum(s.sample_size or 0 for s in self.trials)
+    def randomized_participants(self) -> int | None:
+        """Sum of the sample sizes extracted from the randomized trials: over the
+        :attr:`trials_with_size` trials that have one. ``None`` when there are trials but none
+        has a size (the number is unknown, not 0); 0 only when there is no trial."""
+        if self.trials and not self.trials_with_size:
+            return None
+        return sum(s.sample_size for s in self.trials if s.sample_size is not None)
+
+    @property
+    def trials_with_size(self) -> int:
+        return sum(1 for s in self.trials if s.sample_size is not None)
 
     @property
     def trials_without_size(self) -> int:
@@ -287,11 +322,18 @@ class Cell:
 
     @property
     def sham_controlled(self) -> int:
+        """RCTs tagged with a sham or placebo comparator."""
         return sum(1 for s in self.trials if s.sham_controlled)
 
     @property
+    def trials_without_comparator(self) -> int:
+        """RCTs with no comparator identified: not known to be sham-controlled, nor not to be."""
+        return sum(1 for s in self.trials if not s.comparators)
+
+    @property
     def sham_share(self) -> float | None:
-        """Share of RCTs with a sham or placebo comparator; None without RCTs."""
+        """Share of RCTs tagged with a sham or placebo comparator (a trial with no comparator
+        identified counts as not known to be one); None without RCTs."""
         return self.sham_controlled / len(self.trials) if self.trials else None
 
     @property
@@ -301,7 +343,8 @@ class Cell:
 
     @property
     def newer_trials(self) -> list[Study]:
-        """RCTs published in a later year than the newest review ("not yet in a review")."""
+        """RCTs published in a later year than the newest review in the database (which
+        could not include them)."""
         newest = self.newest_review_year
         if newest is None:
             return []
@@ -325,8 +368,10 @@ class Cell:
             "reviews": [_study_row(s) for s in self.reviews],
             "trials": [_study_row(s) for s in self.trials],
             "randomized_participants": self.randomized_participants,
+            "trials_with_size": self.trials_with_size,
             "trials_without_size": self.trials_without_size,
             "sham_controlled": self.sham_controlled,
+            "trials_without_comparator": self.trials_without_comparator,
             "sham_share": self.sham_share,
             "newest_review_year": self.newest_review_year,
             "newer_trials": [_study_row(s) for s in self.newer_trials],
@@ -484,7 +529,8 @@ VERDICT_RULES: tuple[VerdictRule, ...] = (
     VerdictRule(
         "V6", "insufficient evidence",
         f"no review with a stated conclusion, and fewer than {MIN_TRIALS} randomized trials with a "
-        f"stated conclusion or fewer than {MIN_PARTICIPANTS} randomized participants in them",
+        f"stated conclusion or fewer than {MIN_PARTICIPANTS} randomized participants in them "
+        f"{_SIZED}",
         lambda c: _trials_stated(c) < MIN_TRIALS
         or _participants(c.trials) < MIN_PARTICIPANTS,
     ),
@@ -508,20 +554,27 @@ VERDICT_RULES: tuple[VerdictRule, ...] = (
         "V9", "mixed",
         "no review with a stated conclusion; the randomized trials with a stated conclusion point "
         f"different ways, or those pointing one way randomized fewer than {MIN_PARTICIPANTS} "
-        "participants",
+        f"participants {_SIZED}",
         lambda c: True,
     ),
 )
 
 # Caveats added to any verdict whose cell meets them (they never change the label).
+# A caveat states only what is known: a count over trials whose size or comparator is unknown
+# says how many are unknown, and is never worded as a negative fact.
 CAVEAT_RULES: tuple[tuple[str, str, Callable[[Cell], bool]], ...] = (
     ("C1", f"small evidence base: fewer than {SMALL_PARTICIPANTS} randomized participants "
-           "in total", lambda c: bool(c.trials) and c.randomized_participants < SMALL_PARTICIPANTS),
-    ("C2", "mostly not blinded: fewer than half of the randomized trials are tagged as "
-           "sham- or placebo-controlled", lambda c: bool(c.trials) and (c.sham_share or 0) < SHAM_SHARE),
-    ("C3", "some trials have no sample size extracted", lambda c: c.trials_without_size > 0),
-    ("C4", "trials published after the newest review are not in any review yet",
-     lambda c: bool(c.newer_trials)),
+           "in total, summed over the trials whose sample size was extracted (only if at least "
+           "one was; while some sizes are unknown it is small \"as far as known\")",
+     lambda c: c.trials_with_size > 0 and (c.randomized_participants or 0) < SMALL_PARTICIPANTS),
+    ("C2", "few trials known to be sham- or placebo-controlled: fewer than half of the "
+           "randomized trials are tagged with a sham or placebo comparator (a trial with no "
+           "comparator identified is not known to be; whether trials were blinded is not read)",
+     lambda c: bool(c.trials) and (c.sham_share or 0) < SHAM_SHARE),
+    ("C3", "participants unknown for some randomized trials: no sample size extracted",
+     lambda c: c.trials_without_size > 0),
+    ("C4", "randomized trials published after the newest review in the database, which "
+           "could not include them", lambda c: bool(c.newer_trials)),
     ("C5", "a study reports harm", lambda c: any(s.conclusion == "harm" for s in c.studies)),
     ("C6", "retracted studies were left out", lambda c: bool(c.retracted)),
     ("C7", "conclusions read automatically from abstracts; no risk-of-bias appraisal",
@@ -568,45 +621,81 @@ def _reasons(cell: Cell) -> list[str]:
             out.append(f"published after the newest favourable review "
                        f"({_newest_favourable_review_year(cell)}) and not in favour: {items}{more}")
     else:
-        out.append("no systematic review or meta-analysis")
+        out.append("no study tagged as a systematic review or meta-analysis")
     if cell.trials:
         fav, against, inc = _decisive(cell, cell.trials)
         unstated = len(cell.trials) - fav - against - inc
-        sizes = (f"{cell.randomized_participants} randomized participants"
-                 + (f" (no sample size extracted for {cell.trials_without_size} of "
-                    f"{_n(len(cell.trials), 'trial')})" if cell.trials_without_size else ""))  # fmt: skip
         out.append(
-            f"{_n(len(cell.trials), 'randomized trial')}, {sizes}; conclusions: {fav} in favour, "
-            f"{against} no difference/against/harm, {inc} inconclusive, {unstated} not extracted"
+            f"{_n(len(cell.trials), 'randomized trial')}{_participants_text(cell)}; conclusions: "
+            f"{fav} in favour, {against} no difference/against/harm, {inc} inconclusive, "
+            f"{unstated} not extracted"
         )
-        no_conclusion = sum(s.sample_size or 0 for s in cell.trials if s.conclusion not in STATED)
-        out.append(
-            f"randomized participants by trial conclusion: {_participants(cell.trials, FAVOURING)} "
-            f"in favour, {_participants(cell.trials, AGAINST)} no difference/against/harm, "
-            f"{_participants(cell.trials, {'inconclusive'})} inconclusive, {no_conclusion} in "
-            "trials with no conclusion extracted (these never count toward a verdict)"
-        )
-        unknown = sum(1 for s in cell.trials if not s.comparators)
-        out.append(f"{cell.sham_controlled} of {_n(len(cell.trials), 'trial')} sham- or placebo-controlled"
-                   + (f" (no comparator identified for {unknown})" if unknown else ""))
+        if cell.trials_with_size:
+            groups = (("in favour", FAVOURING), ("no difference/against/harm", AGAINST),
+                      ("inconclusive", {"inconclusive"}))  # fmt: skip
+            parts = [f"{what}: {_people([s for s in cell.trials if s.conclusion in which])}"
+                     for what, which in groups]  # fmt: skip
+            parts.append("no conclusion extracted: "
+                         + _people([s for s in cell.trials if s.conclusion not in STATED]))
+            by_conclusion = "; ".join(parts)
+        else:
+            by_conclusion = "unknown, as no trial has a sample size extracted"
+        out.append(f"randomized participants by trial conclusion: {by_conclusion} (trials with no "
+                   "conclusion extracted never count toward a verdict)")
+        unknown = cell.trials_without_comparator
+        out.append(f"sham- or placebo-controlled: {cell.sham_controlled} of {_n(len(cell.trials), 'trial')}"
+                   + (f" (comparator unknown for {unknown})" if unknown else ""))
     else:
-        out.append("no randomized trial")
+        out.append("no study tagged as a randomized trial")
     others = {d: n for d, n in cell.counts_by_design.items() if d not in REVIEW_DESIGNS + TRIAL_DESIGNS}
     if others:
         out.append("other studies: " + ", ".join(f"{n} {label(d).lower()}" for d, n in others.items()))
     return out
 
 
+def _participants_text(cell: Cell) -> str:
+    """", N randomized participants" after "K randomized trials", saying what is unknown."""
+    n, known, unknown = len(cell.trials), cell.trials_with_size, cell.trials_without_size
+    if not unknown:
+        return f", {cell.randomized_participants} randomized participants"
+    if not known:
+        return f"; participants: unknown for {unknown} of {_n(n, 'trial')} (no sample size extracted)"
+    return (f"; {cell.randomized_participants} randomized participants in the {known} of "
+            f"{_n(n, 'trial')} with a sample size extracted (unknown for {unknown})")
+
+
+def _people(trials: Sequence[Study]) -> str:
+    """Randomized participants in ``trials`` as far as known: "0" only without trials."""
+    sizes = [s.sample_size for s in trials if s.sample_size is not None]
+    unknown = len(trials) - len(sizes)
+    if not unknown:
+        return str(sum(sizes))
+    if not sizes:
+        return f"unknown ({_n(unknown, 'trial')})"
+    return f"{sum(sizes)}, plus {_n(unknown, 'trial')} of unknown size"
+
+
 def _caveat_text(cid: str, text: str, cell: Cell) -> str:
+    n = len(cell.trials)
     if cid == "C1":
-        return f"{text} ({cell.randomized_participants} in {_n(len(cell.trials), 'trial')})"
+        if not cell.trials_without_size:
+            return (f"small evidence base: fewer than {SMALL_PARTICIPANTS} randomized participants in "
+                    f"total ({cell.randomized_participants} in {_n(n, 'trial')})")
+        return (f"small evidence base as far as known: fewer than {SMALL_PARTICIPANTS} randomized "
+                f"participants in the trials whose sample size was extracted ({cell.randomized_participants} "
+                f"in {cell.trials_with_size} of {_n(n, 'trial')}; unknown for {cell.trials_without_size})")
     if cid == "C2":
-        return f"{text} ({cell.sham_controlled} of {len(cell.trials)})"
+        unknown = cell.trials_without_comparator
+        return (f"few trials known to be sham- or placebo-controlled: {cell.sham_controlled} of "
+                f"{_n(n, 'trial')}" + (f" (comparator unknown for {unknown})" if unknown else "")
+                + "; whether trials were blinded is not read")
     if cid == "C3":
-        return f"{text} ({cell.trials_without_size} of {len(cell.trials)})"
+        return f"participants unknown for {cell.trials_without_size} of {_n(n, 'trial')}: no sample size extracted"
     if cid == "C4":
+        k = len(cell.newer_trials)
         refs = ", ".join(s.ref for s in cell.newer_trials)
-        return f"{_n(len(cell.newer_trials), 'trial')} after the newest review ({cell.newest_review_year}): {refs}"
+        return (f"{_n(k, 'randomized trial')} published after the newest review in the database "
+                f"({cell.newest_review_year}), which could not include {'it' if k == 1 else 'them'}: {refs}")
     if cid == "C6":
         return f"{_n(len(cell.retracted), 'retracted study', 'retracted studies')} left out: " + ", ".join(
             s.ref for s in cell.retracted
@@ -647,9 +736,26 @@ class Synthesis:
         return [c for c in self.cells if c.intervention == intervention]
 
     def studies_for(self, intervention: str | None = None, *, include_retracted: bool = False) -> list[Study]:
+        """Studies tagged with ``intervention``; with None, every study in the database, on
+        whatever treatment (see :meth:`focus_studies` for those on the synthesis's ones)."""
         return [s for s in self.studies
                 if (include_retracted or not s.retracted)
                 and (intervention is None or intervention in s.interventions)]  # fmt: skip
+
+    def focus_studies(self, *, include_retracted: bool = False) -> list[Study]:
+        """Studies tagged with at least one of :attr:`interventions` (the ones the cells,
+        the header counts and the overview charts are about)."""
+        return [s for s in self.studies
+                if (include_retracted or not s.retracted) and _on(s, self.interventions)]  # fmt: skip
+
+    @property
+    def scope(self) -> str:
+        """The interventions in words: "IMS, dry needling or prolotherapy"."""
+        return scope_text(self.interventions)
+
+
+def _on(study: Study, interventions: Sequence[str]) -> bool:
+    return any(iv in interventions for iv in study.interventions)
 
 
 def synthesize(db: Database, interventions: Sequence[str] | None = FOCUS_INTERVENTIONS) -> Synthesis:
@@ -658,11 +764,18 @@ def synthesize(db: Database, interventions: Sequence[str] | None = FOCUS_INTERVE
     cells = build_cells(studies, interventions)
     ivs = tuple(interventions) if interventions is not None else tuple(
         dict.fromkeys(c.intervention for c in cells))  # fmt: skip
-    return Synthesis(studies, cells, database_facts(db, studies), ivs)
+    return Synthesis(studies, cells, database_facts(db, studies, ivs), ivs)
 
 
-def database_facts(db: Database, studies: Sequence[Study] | None = None) -> dict[str, Any]:
-    """What the report shows at the top: harvest date, counts, years, rule-set version."""
+def database_facts(db: Database, studies: Sequence[Study] | None = None,
+                   interventions: Sequence[str] = FOCUS_INTERVENTIONS) -> dict[str, Any]:  # fmt: skip
+    """What the report shows at the top: harvest date, counts, years, rule-set version.
+
+    ``studies`` counts every live study in the database (retracted ones left out);
+    ``focus_studies``, ``reviews`` and ``trials`` count only the studies tagged with at least
+    one of ``interventions`` (a review of botulinum toxin or an acupuncture trial in the
+    database is not evidence on these), the same studies the cells are built from.
+    """
     studies = load_studies(db) if studies is None else studies
     tables = set(db.table_names())
     harvested = None
@@ -679,6 +792,7 @@ def database_facts(db: Database, studies: Sequence[Study] | None = None) -> dict
         row = db.execute("SELECT max(ruleset_version) FROM tags").fetchone()
         ruleset = row[0] if row else None
     live = [s for s in studies if not s.retracted]  # retracted studies are counted nowhere
+    focus = [s for s in live if _on(s, interventions)]
     years = [s.year for s in live if s.year]
     return {
         "harvested": harvested,
@@ -689,8 +803,10 @@ def database_facts(db: Database, studies: Sequence[Study] | None = None) -> dict
         "untagged": sum(1 for s in live if s.design is None and not s.interventions),
         "first_year": min(years) if years else None,
         "last_year": max(years) if years else None,
-        "reviews": sum(1 for s in live if s.is_review),
-        "trials": sum(1 for s in live if s.is_trial),
-        "by_intervention": {iv: sum(1 for s in live if iv in s.interventions) for iv in FOCUS_INTERVENTIONS},
+        "interventions": tuple(interventions),
+        "focus_studies": len(focus),  # on at least one of the interventions
+        "reviews": sum(1 for s in focus if s.is_review),
+        "trials": sum(1 for s in focus if s.is_trial),
+        "by_intervention": {iv: sum(1 for s in live if iv in s.interventions) for iv in interventions},
         "ruleset_version": ruleset,
     }

@@ -96,6 +96,8 @@ def test_report_is_self_contained_with_facts_at_the_top(demo_report: Path) -> No
     # Each chart is described by its titles for screen readers, not nbconvert's placeholder.
     alts = [re.search(r'alt="([^"]*)"', i)[1] for i in imgs]
     assert "Evidence map: studies per intervention and condition" in alts
+    # the overview's per-year chart is about the three interventions only, and says so
+    assert "Studies on IMS, dry needling or prolotherapy: per year by design" in alts
     assert all(a and a != "chart" and "No description" not in a for a in alts), alts
     assert not re.search(r"<(script|link|img)\b[^>]*(src|href)=[\"']?https?:", html)
     body = html[html.index("<body"):]
@@ -120,7 +122,57 @@ def test_header_study_count_leaves_retracted_studies_out(demo_db: Path) -> None:
     assert synth.facts["studies"] == 51 and synth.facts["retracted"] == 1
     assert f"<b>Studies:</b> {len(live)} (not counting retracted ones;" in html
     assert "(left out of every count): 1;" in html
-    assert f"<b>randomized trials:</b> {sum(s.is_trial for s in live)};" in html
+
+
+def test_header_counts_only_studies_on_the_three_interventions(demo_db: Path, demo_report: Path) -> None:
+    """The header's review and trial counts are over the studies on IMS, dry needling or
+    prolotherapy (the sample's acupuncture and massage RCTs and botulinum-toxin review are not
+    evidence on them), and agree with the per-intervention sections below them."""
+    db = store.open_db(demo_db)
+    try:
+        synth = synthesis.synthesize(db)
+        header = report.facts_html(synth, db)
+    finally:
+        db.conn.close()
+    focus = [s for s in synth.studies if not s.retracted
+             and set(s.interventions) & set(synthesis.FOCUS_INTERVENTIONS)]  # fmt: skip
+    reviews, trials = sum(s.is_review for s in focus), sum(s.is_trial for s in focus)
+    live = [s for s in synth.studies if not s.retracted]
+    assert trials < sum(s.is_trial for s in live) and reviews < sum(s.is_review for s in live)
+    assert (f"<b>studies on IMS, dry needling or prolotherapy:</b> {len(focus)} (by intervention: "
+            in header)
+    assert (f"Among the studies on IMS, dry needling or prolotherapy: <b>systematic reviews and "
+            f"meta-analyses:</b> {reviews}; <b>randomized trials:</b> {trials}<br>") in header
+    # the report: the header and the per-intervention sections agree (no sample study is
+    # tagged with two of the interventions, so the sections add up to the header's counts)
+    html = demo_report.read_text("utf-8")
+    assert re.search(rf"<b>randomized trials:</b> {trials}<br/?>", html)
+    sections = re.findall(r"<h2>[^<]*</h2>\s*<p>\d+ stud(?:y|ies) in \d+ condition groups?; "
+                          r"(\d+) systematic reviews? or meta-analys[ie]s, (\d+) randomized trials?;", html)
+    assert len(sections) == len(synthesis.FOCUS_INTERVENTIONS), sections
+    assert sum(int(r) for r, _ in sections) == reviews and sum(int(t) for _, t in sections) == trials
+
+
+def test_overview_table_says_what_is_unknown(demo_db: Path) -> None:
+    """No abstracts: the table says the participants are unknown and how many trials have no
+    comparator identified, instead of "0 (7 no size)" and "0%"."""
+    db = store.open_db(demo_db)
+    try:
+        synth = synthesis.synthesize(db)
+    finally:
+        db.conn.close()
+    table = report.overview_table_html(synth)
+    assert "<th>Sham/placebo-controlled RCTs</th>" in table
+    cells = [c for c in synth.cells if c.trials]
+    assert cells and all(not c.trials_with_size for c in cells)  # title-only sample
+    for c in cells:
+        n, unknown = len(c.trials), c.trials_without_comparator
+        row = next(r for r in table.split("<tr>") if r.startswith(
+            f"<td>{synthesis.label(c.intervention)}</td><td>{synthesis.label(c.condition)}</td>"))
+        assert f'<td class="num">unknown ({n} RCT{"s" if n > 1 else ""})</td>' in row
+        sham = f"{c.sham_controlled} of {n}" + (f" ({unknown} unknown)" if unknown else "")
+        assert f'<td class="num">{sham}</td>' in row
+    assert "no size)" not in table and "%" not in table
 
 
 def test_report_in_headless_chromium(demo_report: Path) -> None:
