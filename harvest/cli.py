@@ -7,7 +7,6 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -162,14 +161,14 @@ def _report(db_path: Any, quiet: bool) -> bool:
 
 
 def _eutils_client(settings: Settings) -> Any:
-    """The E-utilities client; its request budget is shared by every process on this
-    database through a rate file beside it."""
+    """The E-utilities client; its request budget is shared by this user's processes
+    through a rate file (``[ncbi] rate_file``, default in the user's cache folder)."""
     from harvest.eutils import EutilsClient, EutilsConfig, EutilsError
 
     n = settings.ncbi
     config = EutilsConfig(
         base_url=n.base_url, email=n.email, api_key=n.api_key, tool=n.tool,
-        rate_file=Path(f"{settings.db_path}.ncbi-rate"),
+        rate_file=n.rate_file,
     )  # fmt: skip
     try:
         return EutilsClient(config)
@@ -324,20 +323,24 @@ def demo_(db_path: str) -> None:
 
 @cli.command(name="tag")
 @common_options
-@click.option("--explain", "explain_pmid", metavar="PMID",
+@click.option("--explain", "explain_ref", metavar="STUDY",
               help="Print each tag of this study with its origin, rule and evidence.")  # fmt: skip
 @click.option("--all", "show_all", is_flag=True,
               help="With --explain: also the automatic tags a manual one overrides.")  # fmt: skip
-@click.option("--set", "set_tag", nargs=2, metavar="PMID FACET=VALUE",
+@click.option("--set", "set_tag", nargs=2, metavar="STUDY FACET=VALUE",
               help="Record a researcher's tag; it overrides automatic ones and survives re-tagging.")  # fmt: skip
-@click.option("--unset", "unset_tag", nargs=2, metavar="PMID FACET=VALUE",
+@click.option("--unset", "unset_tag", nargs=2, metavar="STUDY FACET=VALUE",
               help="Hide an automatic tag for good (re-tagging never brings it back).")  # fmt: skip
 @click.option("--note", help="Why, for --set/--unset; stored as the tag's evidence.")
 def tag_(
-    settings: Settings, explain_pmid: str | None, show_all: bool,
+    settings: Settings, explain_ref: str | None, show_all: bool,
     set_tag: tuple[str, str] | None, unset_tag: tuple[str, str] | None, note: str | None,
 ) -> None:  # fmt: skip
     """Re-tag every study after a rule change, or explain, set and unset one study's tags.
+
+    STUDY is a PMID, doi:10.xxxx/... or id:N (the studies.id of a row without a PMID, such as
+    a feed entry with only a title). Deleted studies get no automatic tags; their manual
+    tags are kept.
 
     \b
     Examples:
@@ -345,20 +348,22 @@ def tag_(
       harvest tag --explain 29764447
       harvest tag --set 29764447 design=rct --note "checked the full text"
       harvest tag --unset 35420007 intervention=acupuncture
+      harvest tag --set doi:10.2522/ptj.20130255 design=rct   # a feed-only study
+      harvest tag --explain id:812
     """
     if set_tag and unset_tag:
         raise click.UsageError("give --set or --unset, not both (one tag change per command)")
     db = open_or_fail(settings, create=False)
     try:
         if set_tag or unset_tag:
-            pmid, facet, value = _facet_value(*(set_tag or unset_tag))  # type: ignore[misc]
+            ref, facet, value = _facet_value(*(set_tag or unset_tag))  # type: ignore[misc]
             if set_tag:
-                tagging.set_manual(db, pmid, facet, value, note=note)
+                tagging.set_manual(db, ref, facet, value, note=note)
             else:
-                tagging.unset_manual(db, pmid, facet, value, note=note)
-            explain_pmid = explain_pmid or pmid
-        if explain_pmid:
-            for row in tagging.explain(db, explain_pmid, include_suppressed=show_all):
+                tagging.unset_manual(db, ref, facet, value, note=note)
+            explain_ref = explain_ref or ref
+        if explain_ref:
+            for row in tagging.explain(db, explain_ref, include_suppressed=show_all):
                 click.echo(_explain_line(row))
             return
         started = time.perf_counter()
@@ -370,11 +375,11 @@ def tag_(
         raise click.ClickException(str(exc)) from exc
 
 
-def _facet_value(pmid: str, pair: str) -> tuple[str, str, str]:
+def _facet_value(ref: str, pair: str) -> tuple[str, str, str]:
     facet, sep, value = pair.partition("=")
     if not sep or not facet or not value:
         raise click.BadParameter(f"expected FACET=VALUE, got {pair!r}")
-    return pmid, facet.strip(), value.strip()
+    return ref, facet.strip(), value.strip()
 
 
 def _explain_line(row: dict[str, Any]) -> str:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,8 @@ def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--design", "designs", multiple=True, callback=_tag_values("design"),
                      help="Tag value, e.g. rct, systematic_review (repeat for OR)."),
         click.option("--since", help="Only studies first stored on or after this date (YYYY-MM-DD)."),
-        click.option("--search", help='Full-text query (FTS5: AND, OR, NOT, NEAR, "phrase").'),
+        click.option("--search", help="Full-text search: words as written (dry-needling, Gunn's) "
+                                      'or FTS5 syntax (AND, OR, NOT, NEAR, "phrase", prefix*).'),
         click.option("--sql", help="Read-only SELECT returning a study_id, id or pmid column."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -226,30 +227,33 @@ def list_show(settings: Settings, name: str | None) -> None:
               help="Stop any SQL statement after this many milliseconds.")  # fmt: skip
 @click.option("--allow-sql/--no-sql", default=None,
               help="Allow arbitrary read-only SQL (default: only on 127.0.0.1).")  # fmt: skip
-@click.option("--print-command", is_flag=True, help="Print the Datasette command instead of running it.")
+@click.option("--print-command", is_flag=True,
+              help="Print the Datasette command (runnable later) instead of running it.")  # fmt: skip
 def serve_cmd(settings: Settings, host: str, port: int, metadata: Path, plugins_dir: Path,
               sql_time_limit_ms: int, allow_sql: bool | None, print_command: bool) -> None:  # fmt: skip
     """Serve the database read-only in Datasette, with our metadata, queries and exports."""
+    if port == 0 and not print_command:
+        port = serve.free_port(host)  # so the address printed below is the real one
     options = serve.ServeOptions(
         db_path=Path(settings.db_path), host=host, port=port, metadata=metadata,
         plugins_dir=plugins_dir, sql_time_limit_ms=sql_time_limit_ms, allow_sql=allow_sql,
     )  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="harvest-serve-") as workdir:
-        try:
-            cmd = serve.prepare(options, Path(workdir))
-        except (serve.ServeError, StoreError) as exc:
-            raise click.ClickException(str(exc)) from exc
-        if print_command:
-            click.echo(" ".join(cmd))
-            return
-        click.echo(f"Serving {settings.db_path} read-only at http://{host}:{port}/ (Ctrl-C stops)",
-                   err=True)  # fmt: skip
-        proc = subprocess.Popen(cmd, env=dict(os.environ))
-        # pass a stop on to Datasette, then clean up the generated metadata
-        signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-        try:
-            code = proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()
-            code = proc.wait()
+    try:
+        cmd = serve.prepare(options)
+    except (serve.ServeError, StoreError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if print_command:
+        click.echo(shlex.join(cmd))
+        click.echo(f"(it reads the metadata written to {serve.metadata_file(options.db_path)};"
+                   " print the command again after editing the metadata)", err=True)  # fmt: skip
+        return
+    where = serve.url(host, port) if port else f"{host} on a port the system chooses (see below)"
+    click.echo(f"Serving {settings.db_path} read-only at {where} (Ctrl-C stops)", err=True)
+    proc = subprocess.Popen(cmd, env=dict(os.environ))
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())  # pass a stop on to Datasette
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        code = proc.wait()
     sys.exit(code)

@@ -4,6 +4,10 @@ Precedence: command-line flag > environment > TOML file > built-in default. The 
 file is found at ``--config``, else ``$HARVEST_CONFIG``, else ``./harvest.toml``, else the
 copy shipped inside the package. Secrets (``NCBI_API_KEY``) and the contact e-mail come
 from the environment so that the file can be committed; there is never a built-in address.
+
+NCBI's request budget is per IP address (or per API key), not per database, so the file
+that paces requests across processes is per user by default (``ncbi.rate`` in the user's
+cache directory), shared by every harvest this user runs on the host.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import hashlib
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
@@ -54,6 +59,8 @@ class NcbiSettings:
     overlap_days: int = 3
     backfill_from: str = "1900/01/01"
     expected_hours: int = 26
+    # Where processes reserve request slots; load_settings fills in default_rate_file().
+    rate_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,7 @@ def _ncbi(section: dict[str, Any], env: dict[str, str], where: str) -> NcbiSetti
     values["base_url"] = env.get("NCBI_EUTILS_URL") or section.get("base_url") or DEFAULT_BASE_URL
     values["email"] = env.get("NCBI_EMAIL") or section.get("email") or None
     values["api_key"] = env.get("NCBI_API_KEY") or None
+    values["rate_file"] = _rate_file(env.get("NCBI_RATE_FILE") or section.get("rate_file"), env, where)
     if values["email"] and not re.fullmatch(r"[^@\s]+@[^@\s]+", values["email"]):
         raise ConfigError(f"NCBI e-mail {values['email']!r} does not look like an address")
     for key in ("batch_size", "overlap_days", "expected_hours"):
@@ -135,6 +143,32 @@ def _ncbi(section: dict[str, Any], env: dict[str, str], where: str) -> NcbiSetti
     if "backfill_from" in values:
         values["backfill_from"] = _backfill_from(values["backfill_from"], where)
     return NcbiSettings(**values)
+
+
+def default_rate_file(env: Mapping[str, str]) -> Path:
+    """``$XDG_CACHE_HOME/doesitwork/ncbi.rate``, else ``~/.cache/doesitwork/ncbi.rate``.
+
+    Nothing is created here: the E-utilities client creates the folder on first use.
+    """
+    cache = env.get("XDG_CACHE_HOME") or ""
+    # The XDG spec says a relative XDG_CACHE_HOME is invalid and must be ignored.
+    base = Path(cache) if os.path.isabs(cache) else _home(env) / ".cache"
+    return base / "doesitwork" / "ncbi.rate"
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    return Path(env["HOME"]) if env.get("HOME") else Path.home()
+
+
+def _rate_file(value: Any, env: Mapping[str, str], where: str) -> Path:
+    """``NCBI_RATE_FILE`` or ``[ncbi] rate_file`` (``~`` allowed), else the per-user default."""
+    if value is None or value == "":
+        return default_rate_file(env)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: [ncbi] rate_file must be a path string, not {value!r}")
+    if value.startswith("~/"):
+        return _home(env) / value[2:]
+    return Path(value)
 
 
 def _backfill_from(value: Any, where: str) -> str:

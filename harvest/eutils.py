@@ -144,7 +144,8 @@ class EutilsConfig:
     backoff_max: float = 60.0
     # None: NCBI's limits, 3 per second without a key and 10 with one.
     requests_per_second: float | None = None
-    # Shared by every harvester process on the host (e.g. next to the database).
+    # Shared by every harvester process of this user on the host (NCBI counts per IP or
+    # key, not per database): harvest.config.default_rate_file(). None: this process only.
     rate_file: Path | None = None
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
@@ -174,7 +175,11 @@ class _RateLimiter:
     """Reserves request slots at least ``interval`` apart, in-process or via a shared file.
 
     Each caller reserves the next free slot under a lock and then sleeps outside it, so
-    waiting threads and processes never hold the lock while sleeping.
+    waiting threads and processes never hold the lock while sleeping. The file and its
+    folder are created on first use. If they cannot be, requests are paced in this process
+    only, with a logged warning, rather than failing the harvest: the file only coordinates
+    concurrent harvests, and two runs on one database already exclude each other (the
+    harvest lock), so the worst case is NCBI answering 429, which is retried with backoff.
     """
 
     def __init__(
@@ -193,9 +198,23 @@ class _RateLimiter:
 
     def wait(self) -> None:
         with self._lock:
-            delay = self._reserve_in_file() if self.rate_file else self._reserve_here()
+            delay = self._reserve_shared() if self.rate_file else self._reserve_here()
         if delay > 0:
             self._sleep(delay)
+
+    def _reserve_shared(self) -> float:
+        try:
+            return self._reserve_in_file()
+        except OSError as exc:
+            log.warning(
+                "cannot use the NCBI rate file %s (%s); pacing requests in this process only, "
+                "so other harvests on this host do not share NCBI's budget with it "
+                "(set NCBI_RATE_FILE or [ncbi] rate_file to a writable path)",
+                self.rate_file, exc.strerror or exc,
+            )  # fmt: skip
+            self.rate_file = None
+            self._last = self._clock()  # as if a request went out just now, to stay safe
+            return self._reserve_here()
 
     def _reserve_here(self) -> float:
         now = self._clock()
@@ -208,6 +227,7 @@ class _RateLimiter:
         # flock, not lockf: flock locks belong to the open file, so two clients in one
         # process exclude each other too.
         assert self.rate_file is not None
+        self.rate_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.rate_file, "a+b") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             fh.seek(0)

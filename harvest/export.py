@@ -106,6 +106,104 @@ def to_jsonl(studies: Iterable[dict[str, Any]]) -> Iterator[str]:
 # --- choosing studies --------------------------------------------------------------------
 
 
+# Columns of ``studies_fts`` (harvest.schema.FTS_COLUMNS) a search may name as a filter.
+_FTS_COLUMNS = frozenset(("title", "abstract", "keywords_text", "mesh_text"))
+# FTS5 reads letters, digits, "_" and any non-ASCII character as part of a word; outside
+# double quotes anything else is syntax ("dry-needling" reads as "dry", then a filter on a
+# column "needling"; "Gunn's" is a syntax error).
+_FTS_WORD = r"[A-Za-z0-9_\x1a\u0080-\U0010ffff]+"
+_FTS_TOKENS = re.compile(r'"(?:[^"]|"")*"?|[()]|-?\{[^{}"()]*\}|[^\s"()]+')
+_FTS_PHRASE = re.compile(r'"(?:[^"]|"")*"')
+_FTS_COLUMN_FILTER = re.compile(rf"(-?(?:{_FTS_WORD}|\{{[^{{}}]*\}}))\s*:(.*)", re.S)
+
+
+def fts_query(text: str | None) -> str:
+    """A researcher's search as an FTS5 query: plain words, hyphenated terms and
+    apostrophes work as typed, FTS5 syntax still works.
+
+    A term holding characters FTS5 reads as syntax is quoted as a phrase (``dry-needling``
+    becomes ``"dry-needling"``, which the tokenizer splits into the phrase "dry needling",
+    the same tokens the index holds). Kept as they are: "quoted phrases" (an unclosed quote
+    is closed), AND, OR, NOT, NEAR(a b, N), prefix*, ^initial, ``+``, parentheses (unbalanced
+    ones are dropped or closed) and column filters naming a ``studies_fts`` column
+    (``title:needling``, ``-{abstract mesh_text}:knee``). A term next to a parenthesised group
+    gets the AND that FTS5 requires there. An empty search becomes ``""``, which matches
+    nothing; a misplaced operator (``pain AND``) is left for FTS5 to report.
+    """
+    tokens = _FTS_TOKENS.findall("" if text is None else str(text))
+    out: list[str] = []
+    last = ""  # "term" (a term, phrase or ")"), "prefix" (a column filter) or "" (operator)
+    depth = 0
+    near_depth = -1  # the depth inside an open NEAR( ... ) group
+    for i, tok in enumerate(tokens):
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if tok == "(":
+            if last == "term":
+                out.append("AND")
+            if out and out[-1] == "NEAR":
+                near_depth = depth + 1
+            depth += 1
+            out.append(tok)
+            last = ""
+            continue
+        if tok == ")":
+            if depth:
+                near_depth = -1 if near_depth == depth else near_depth
+                depth -= 1
+                out.append(tok)
+                last = "term"
+            continue
+        if last == "term" and out[-1] == ")" and tok not in ("AND", "OR", "NOT", "+"):
+            out.append("AND")
+        if tok in ("AND", "OR", "NOT", "+") or (tok == "NEAR" and nxt == "("):
+            out.append(tok)
+            last = ""
+        elif tok.startswith('"'):
+            out.append(tok if _FTS_PHRASE.fullmatch(tok) else tok + '"')
+            last = "term"
+        elif tok == "-" and _FTS_COLUMN_FILTER.fullmatch(nxt) and _fts_columns_ok(nxt):
+            out.append(tok)
+            last = "prefix"
+        elif tok.startswith(("{", "-{")) and nxt.startswith(":") and _fts_columns_ok(tok + ":"):
+            out.append(tok)
+            last = "prefix"
+        elif tok.startswith(":") and out and out[-1].endswith("}") and last == "prefix":
+            out.append(":" + (_fts_term(tok[1:]) if tok[1:] else ""))
+            last = "term" if tok[1:] else "prefix"
+        elif (m := _FTS_COLUMN_FILTER.fullmatch(tok)) and _fts_columns_ok(tok):
+            out.append(m[1] + ":" + (_fts_term(m[2]) if m[2] else ""))
+            last = "term" if m[2] else "prefix"
+        elif depth == near_depth and "," in tok:
+            # NEAR(a b, 10): the distance follows a comma
+            parts = [p for p in re.split(r"(,)", tok) if p]
+            out += [p if p == "," or p.isdigit() else _fts_term(p) for p in parts]
+            last = "term"
+        else:
+            out.append(_fts_term(tok))
+            last = "term"
+    out += [")"] * depth
+    return " ".join(out) or '""'
+
+
+def _fts_columns_ok(filter_text: str) -> bool:
+    """True if a column filter (``title:``, ``-{title abstract}:``) names only real columns."""
+    m = _FTS_COLUMN_FILTER.fullmatch(filter_text)
+    if not m:
+        return False
+    names = m[1].lstrip("-").strip("{}").split()
+    return bool(names) and all(n.lower() in _FTS_COLUMNS for n in names)
+
+
+def _fts_term(term: str) -> str:
+    """A word as it is (with its prefix ``*`` or initial ``^``), or else quoted as a phrase."""
+    caret, body, star = re.fullmatch(r"(\^?)(.*?)(\*?)", term, re.S).groups()
+    if re.fullmatch(_FTS_WORD, body):
+        return term
+    if not body:  # "*" or "^" alone: a phrase without words, which FTS5 ignores
+        return f'"{term}"'
+    return f'{caret}"{body}"' + (" *" if star else "")
+
+
 def select_study_ids(
     db: Database,
     *,
@@ -122,8 +220,9 @@ def select_study_ids(
 
     Several values of one tag filter are alternatives (OR); different filters combine with
     AND. ``since`` compares with the date a study was first stored (ISO date or timestamp).
-    ``search`` is an FTS5 query (AND/OR/NEAR, "phrases"). ``sql`` runs read-only and must
-    return a ``study_id``, ``id`` or ``pmid`` column.
+    ``search`` is words as typed or an FTS5 query (AND/OR/NEAR, "phrases"; see
+    :func:`fts_query`). ``sql`` runs read-only and must return a ``study_id``, ``id`` or
+    ``pmid`` column.
     """
     where: list[str] = [] if include_deleted else ["s.deleted = 0"]
     args: list[Any] = []
@@ -141,7 +240,7 @@ def select_study_ids(
         args.append(_since(since))
     if search:
         where.append("s.id IN (SELECT rowid FROM studies_fts WHERE studies_fts MATCH ?)")
-        args.append(search)
+        args.append(fts_query(search))
     order = "s.year DESC, s.pub_date DESC, s.id DESC"
     join = ""
     if list_name is not None:
@@ -328,6 +427,62 @@ def _date_parts(rec: dict[str, Any]) -> list[int]:
     return [rec["year"]] if rec.get("year") else []
 
 
+# A simple page range, each end an optional letter prefix and digits: "101-10", "S61-S68".
+_PAGE_RANGE = re.compile(r"([A-Za-z]*)(\d+)-([A-Za-z]*)(\d+)")
+_NLM_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def page_range(pages: str | None) -> tuple[str | None, str | None]:
+    """(first, last) page of a stored ``pages`` value, the last page written out in full.
+
+    NLM abbreviates the last page ("101-10" is 101 to 110, "S61-8" is S61 to S68); reference
+    managers want both ends in full. A single page or article number ("e0123") has no last
+    page; a value that is not one simple range ("1-10; discussion 11-2", "53-62.e3") comes
+    back whole as the first, so that nothing is lost.
+    """
+    text = (pages or "").strip()
+    if not text:
+        return None, None
+    m = _PAGE_RANGE.fullmatch(text)
+    if m is None:
+        return text, None
+    prefix, first, last_prefix, last = m.groups()
+    if last_prefix and last_prefix != prefix:
+        return text, None
+    if len(last) < len(first):
+        last = first[: len(first) - len(last)] + last
+    if int(last) < int(first):
+        return text, None
+    return prefix + first, prefix + last
+
+
+def full_pages(pages: str | None, dash: str = "-") -> str | None:
+    """``pages`` with an abbreviated range written out ("101-10" -> "101-110")."""
+    first, last = page_range(pages)
+    return f"{first}{dash}{last}" if last else first
+
+
+def nlm_date(rec: dict[str, Any]) -> str | None:
+    """The publication date as NLM (and Vancouver) write it: "2018 Sep 14", "2018 Mar", "2018"."""
+    parts = _date_parts(rec)
+    if not parts:
+        return None
+    out = [str(parts[0])]
+    if len(parts) > 1 and 1 <= parts[1] <= 12:
+        out.append(_NLM_MONTHS[parts[1] - 1])
+        if len(parts) > 2:
+            out.append(str(parts[2]))
+    return " ".join(out)
+
+
+def nlm_location(rec: dict[str, Any]) -> str:
+    """What follows the date in a Vancouver/NLM reference: ";12(3):101-10", ";12:e0123",
+    ";(3):101-10", ":101-10" (pages only), or "" when the record has none of them."""
+    volume, issue, pages = rec.get("volume"), rec.get("issue"), rec.get("pages")
+    where = (volume or "") + (f"({issue})" if issue else "")
+    return (f";{where}" if where else "") + (f":{pages}" if pages else "")
+
+
 def citation_key(rec: dict[str, Any]) -> str:
     return f"pmid{rec['pmid']}" if rec.get("pmid") else f"study{rec['id']}"
 
@@ -346,7 +501,8 @@ def _csv_cell(value: Any) -> Any:
 def to_csv(records: Iterable[dict[str, Any]]) -> str:
     """One row per study with the tag columns a spreadsheet user filters on."""
     buf = io.StringIO()
-    cols = ["pmid", "doi", "pmcid", "title", "authors", "journal", "year", "pub_date", "design",
+    cols = ["pmid", "doi", "pmcid", "title", "authors", "journal", "volume", "issue", "pages",
+            "year", "pub_date", "design",
             "interventions", "conditions", "comparators", "population", "sample_size",
             "conclusion", "flags", "retracted", "first_seen", "url"]  # fmt: skip
     w = csv.DictWriter(buf, cols, lineterminator="\n")
@@ -378,6 +534,15 @@ def to_ris_entries(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         if rec.get("journal"):
             e["journal_name"] = rec["journal"]
+        if rec.get("volume"):
+            e["volume"] = rec["volume"]
+        if rec.get("issue"):
+            e["number"] = rec["issue"]
+        first_page, last_page = page_range(rec.get("pages"))
+        if first_page:
+            e["start_page"] = first_page
+        if last_page:
+            e["end_page"] = last_page
         if rec.get("year"):
             e["year"] = str(rec["year"])
         if rec.get("pub_date"):
@@ -464,6 +629,9 @@ def to_bibtex(records: Iterable[dict[str, Any]]) -> str:
             "title": rec["title"],
             "author": " and ".join(map(_bib_name, rec.get("authors") or [])),
             "journal": rec.get("journal"),
+            "volume": rec.get("volume"),
+            "number": rec.get("issue"),
+            "pages": full_pages(rec.get("pages"), "--"),
             "year": str(rec["year"]) if rec.get("year") else None,
             "doi": rec.get("doi"),
             "pmid": rec.get("pmid"),
@@ -507,10 +675,13 @@ def to_csl_items(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             item["author"] = [_split_author(a) for a in rec["authors"]]
         if parts := _date_parts(rec):
             item["issued"] = {"date-parts": [parts]}
-        for key, csl in (("journal", "container-title"), ("doi", "DOI"), ("pmid", "PMID"),
-                         ("pmcid", "PMCID"), ("abstract", "abstract")):  # fmt: skip
+        for key, csl in (("journal", "container-title"), ("volume", "volume"), ("issue", "issue"),
+                         ("doi", "DOI"), ("pmid", "PMID"), ("pmcid", "PMCID"),
+                         ("abstract", "abstract")):  # fmt: skip
             if rec.get(key):
                 item[csl] = rec[key]
+        if pages := full_pages(rec.get("pages")):
+            item["page"] = pages
         if urls := _urls(rec):
             item["URL"] = urls[0]
         if rec.get("languages"):
@@ -540,9 +711,20 @@ def bibliography(records: Sequence[dict[str, Any]], *, style: str = "vancouver",
     from citeproc.source.json import CiteProcJSON
 
     items = []
-    for item in to_csl_items(records):
+    # Vancouver: citeproc-py runs the parts of the style's text date together ("2018Sept14")
+    # and leaves the date's ";" when there is no volume ("2018;."); it also mangles NLM's
+    # short page ranges ("101-10"). So the date goes in as NLM writes it, and the location
+    # ("2018 Sep 14;12(3):101-10") is put in its place after rendering, in NLM's form.
+    vancouver: dict[str, tuple[str, str]] = {}
+    for rec, item in zip(records, to_csl_items(records), strict=True):
         # citeproc-py knows the CSL variables, not our extensions
         item = {k: v for k, v in item.items() if k not in ("custom", "keyword", "note")}
+        if style == "vancouver" and (when := nlm_date(rec)):
+            item["issued"] = {"literal": when}
+            for key in ("volume", "issue", "page"):
+                item.pop(key, None)
+            location = nlm_location(rec)
+            vancouver[item["id"]] = (when, html_lib.escape(location, quote=False) if html else location)
         items.append(_html_escape_csl(item) if html else item)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # citeproc-py warns about every unsupported element
@@ -553,8 +735,17 @@ def bibliography(records: Sequence[dict[str, Any]], *, style: str = "vancouver",
             bib.register(Citation([CitationItem(item["id"])]))
         # sorted styles (APA) reorder; we keep the caller's order by key
         rendered = {str(k): str(e) for k, e in zip(bib.keys, bib.bibliography(), strict=True)}
-    return [rendered[i["id"].lower()] if i["id"].lower() in rendered else rendered[i["id"]]
-            for i in items]  # fmt: skip
+    out = []
+    for item in items:
+        ref = rendered[item["id"].lower()] if item["id"].lower() in rendered else rendered[item["id"]]
+        if item["id"] in vancouver:
+            when, location = vancouver[item["id"]]
+            # the style writes "<date>;" then the (here empty) volume, issue and pages, then "."
+            at = ref.rfind(f"{when};.")
+            if at >= 0:
+                ref = f"{ref[:at]}{when}{location}.{ref[at + len(when) + 2:]}"
+        out.append(ref)
+    return out
 
 
 def _html_escape_csl(value: Any) -> Any:

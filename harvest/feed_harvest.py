@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -414,7 +413,7 @@ def _upgrade_with(
         try:
             client = EutilsClient(EutilsConfig(
                 base_url=n.base_url, email=n.email, api_key=n.api_key, tool=n.tool,
-                rate_file=Path(f"{settings.db_path}.ncbi-rate"),
+                rate_file=n.rate_file,
             ))  # fmt: skip
         except EutilsError as exc:
             return FeedResult(UPGRADE_SOURCE, "skipped",

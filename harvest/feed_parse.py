@@ -504,6 +504,20 @@ def _entry_text(entry: dict[str, Any]) -> tuple[str | None, str | None]:
     return title, body or summary
 
 
+def _location(entry: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(volume, issue, pages) from PRISM, which feedparser keeps under lower-cased keys
+    (``prism:startingPage`` is ``prism_startingpage``); pages as "first-last" like PubMed's."""
+    volume = _short_field(_str(entry.get("prism_volume")))
+    issue = _short_field(_str(entry.get("prism_number")))
+    first = _short_field(_str(entry.get("prism_startingpage")))
+    last = _short_field(_str(entry.get("prism_endingpage")))
+    if first:
+        pages = f"{first}-{last}" if last and last != first else first
+    else:
+        pages = _short_field(_str(entry.get("prism_pagerange")))
+    return volume, issue, pages
+
+
 def _entry(
     entry: dict[str, Any],
     feed_info: dict[str, Any],
@@ -547,6 +561,7 @@ def _entry(
         authors = split_authors([entry["author"]])
     journal_name = (_str(entry.get("prism_publicationname")) or _str(entry.get("dc_source"))
                     or _str(feed_info.get("prism_publicationname")) or journal)  # fmt: skip
+    volume, issue, pages = _location(entry)
     study = Study(
         title=title,
         pmid=ids.pmid,
@@ -554,6 +569,9 @@ def _entry(
         pmcid=ids.pmcid,
         abstract=abstract,
         journal=_short_field(journal_name),
+        volume=volume,
+        issue=issue,
+        pages=pages,
         pub_date=day_text,
         year=int(day_text[:4]) if day_text else None,
         authors=authors,

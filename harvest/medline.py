@@ -6,6 +6,11 @@ the two can be deduplicated and compared. ``Bio.Medline.parse`` splits records a
 it sees the text we check every line is MEDLINE-shaped (an XML reply or a binary file saved under
 ``.txt`` by mistake must fail loudly, not import as empty records) and rejoin wrapped lines, which
 ``Bio.Medline`` would otherwise split into extra list items for fields such as ``CIN`` or ``OT``.
+
+A download cut at a line boundary still looks like MEDLINE, so the last record must end the way
+PubMed ends records: with its ``SO`` (source) line, or, for a Bookshelf record (GeneReviews and
+other book chapters have no ``SO``), with its ``AID - NBK… [bookaccession]`` line. Only the last
+record is held to this: any record followed by another was evidently written in full.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ _FIELD_LINE = re.compile(r"^[A-Z](?:[A-Z0-9]{3}|[A-Z0-9]{2} |[A-Z0-9] {2}| {3})-
 _TAGGED_ID = re.compile(r"(\S+)\s*\[(\w+)\]")
 _LINKED_PMID = re.compile(r"\s*PMID:\s*(\d+)\s*\.?\s*$")
 _COMPACT_DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})")
+# How PubMed ends a record: the source line, or a Bookshelf record's accession.
+_RECORD_END = re.compile(r"^SO  -|^AID - NBK\d+ \[bookaccession\]$")
 
 # MEDLINE comment/correction tags → the RefType the XML uses for the same link.
 _CORRECTION_TAGS = {
@@ -62,10 +69,14 @@ class MedlineError(ValueError):
     so a user who picked the wrong file sees which one and where it stops looking like MEDLINE.
     """
 
-    def __init__(self, name: str, message: str, *, record: int | None = None, line: int | None = None) -> None:
+    def __init__(
+        self, name: str, message: str, *, record: int | None = None, line: int | None = None,
+        pmid: str | None = None,
+    ) -> None:  # fmt: skip
         self.name = name
         self.record = record
         self.line = line
+        self.pmid = pmid
         self.reason = message
         where = ", ".join(
             part for part in (f"record {record}" if record else "", f"line {line}" if line else "") if part
@@ -77,8 +88,10 @@ def parse_medline(source: str | os.PathLike[str] | TextIO, *, name: str | None =
     """Yield one :class:`Study` (``record_source="medline"``) per record of a MEDLINE export.
 
     ``source`` is a path or an open text file. Raises :class:`MedlineError` as soon as a line is
-    not MEDLINE-shaped (XML, HTML, binary, an error message), or when the file holds no record at
-    all: PubMed never saves an empty export, so an empty file means a failed download.
+    not MEDLINE-shaped (XML, HTML, binary, an error message), when the file holds no record at
+    all (PubMed never saves an empty export, so an empty file means a failed download), or when
+    the last record stops short of its ``SO`` line (a cut download); the records before it are
+    yielded first.
     """
     with contextlib.ExitStack() as stack:
         lines, label = _open_text(source, name, stack)
@@ -120,9 +133,12 @@ class _LogicalLines:
         self._label = label
         self.record = 0
         self.line = 0
+        self.pmid: str | None = None  # of the current record
+        self._last_field = ""  # the current record's latest complete field
 
     def _fail(self, message: str) -> MedlineError:
-        return MedlineError(self._label, message, record=max(self.record, 1), line=self.line)
+        return MedlineError(self._label, message, record=max(self.record, 1), line=self.line,
+                            pmid=self.pmid)  # fmt: skip
 
     def _raw_lines(self) -> Iterator[str]:
         iterator = iter(self._lines)
@@ -134,19 +150,21 @@ class _LogicalLines:
             except UnicodeDecodeError as exc:
                 self.line += 1
                 raise self._fail(f"not UTF-8 text (a binary file?): {exc.reason}") from exc
+            except EOFError as exc:  # a gzip stream cut short: say which file and where
+                raise self._fail(f"the compressed file ends early (a cut download?): {exc}") from exc
             self.line += 1
             yield raw.rstrip("\r\n")
 
     def __iter__(self) -> Iterator[str]:
         field: str | None = None
+        ended = False  # a blank line closed the record; its separator goes out with the next one
         for line in self._raw_lines():
             if "\x00" in line:
                 raise self._fail("binary data, not MEDLINE text")
             if not line.strip():  # a blank line ends the record
                 if field is not None:
-                    yield field + "\n"
-                    yield "\n"
-                    field = None
+                    yield self._close(field)
+                    field, ended = None, True
                 continue
             if line.startswith(" "):  # a wrapped line continues the field above
                 if field is None:
@@ -156,12 +174,37 @@ class _LogicalLines:
             if not _FIELD_LINE.match(line):
                 raise self._fail(self._not_medline(line))
             if field is None:
+                if ended:
+                    # Held back until now so that Bio.Medline hands over the last record only
+                    # after the end-of-file check below.
+                    yield "\n"
                 self.record += 1
+                self.pmid, self._last_field = None, ""
             else:
-                yield field + "\n"
+                yield self._close(field)
             field = line.rstrip()
+            if field.startswith("PMID-"):
+                self.pmid = field[5:].strip() or None
         if field is not None:
-            yield field + "\n"
+            yield self._close(field)
+        self._check_last_record()
+
+    def _close(self, field: str) -> str:
+        self._last_field = field
+        return field + "\n"
+
+    def _check_last_record(self) -> None:
+        """The file ended: its last record must end as PubMed ends one (see the module doc).
+        A record without PMID is left to the caller's clearer "no PMID" error."""
+        if self.record == 0 or self.pmid is None or _RECORD_END.match(self._last_field):
+            return
+        tag = self._last_field[:4].rstrip()
+        raise self._fail(
+            f"the last record (PMID {self.pmid}) is incomplete: it stops at its {tag} field, "
+            "but PubMed ends every record with its SO (source) line (a book record with its "
+            "AID [bookaccession] line); the file looks cut short (an interrupted download?), "
+            "so this record was not read"
+        )
 
     @staticmethod
     def _not_medline(line: str) -> str:
@@ -237,6 +280,9 @@ def _study(record: Medline.Record) -> Study:
         pmcid=normalize_pmcid(_text(record, "PMC")),
         abstract=_text(record, "AB"),
         journal=_text(record, "JT", "TA"),
+        volume=_text(record, "VI"),
+        issue=_text(record, "IP"),
+        pages=_text(record, "PG"),  # MedlinePgn, as in the XML: "101-10"
         pub_date=pub_date,
         year=int(pub_date[:4]) if pub_date else None,
         authors=_as_list(record.get("AU")) + _as_list(record.get("CN")),

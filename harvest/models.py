@@ -56,6 +56,11 @@ class Study:
     pmcid: str | None = None
     abstract: str | None = None
     journal: str | None = None
+    # Where in the journal, as the source writes them: volume and issue are text ("12",
+    # "Suppl 2", "3-4"); pages keep NLM's MedlinePgn form ("101-10", "e0123", "S1-S10").
+    volume: str | None = None
+    issue: str | None = None
+    pages: str | None = None
     # ISO 8601 partial date: YYYY, YYYY-MM or YYYY-MM-DD.
     pub_date: str | None = None
     year: int | None = None

@@ -637,6 +637,29 @@ def _text_of(elem: etree._Element | None) -> str | None:
     return None if elem is None else elem.text
 
 
+def _clean_text_of(elem: etree._Element | None) -> str | None:
+    """Whitespace-collapsed text of a plain-text element (Volume, Issue), or None."""
+    return None if elem is None else _clean(elem.text) or None
+
+
+def _pages(pagination: etree._Element | None) -> str | None:
+    """MedlinePgn as NLM writes it ("101-10", "e0123"), else StartPage[-EndPage]."""
+    if pagination is None or not len(pagination):
+        return None
+    last = pagination[-1]  # the DTD puts MedlinePgn last, after StartPage and EndPage
+    if last.tag == "MedlinePgn" and (text := _clean(last.text)):
+        return text
+    start = end = None
+    for child in pagination:
+        if child.tag == "StartPage":
+            start = _clean(child.text)
+        elif child.tag == "EndPage":
+            end = _clean(child.text)
+    if not start:
+        return None
+    return f"{start}-{end}" if end and end != start else start
+
+
 def _structured_date(elem: etree._Element | None) -> str | None:
     """ISO partial date of a Year/Month/Day (or MedlineDate) element such as PubDate or DateRevised."""
     if elem is None:
@@ -818,6 +841,9 @@ def _article(record: etree._Element) -> Study:
         abstract=_abstract(fields.get("Abstract"), _all(cited, "OtherAbstract")),
         journal=_first_text(journal, "Title", "ISOAbbreviation")
         or _first_text(_index(cited.get("MedlineJournalInfo")), "MedlineTA"),
+        volume=_clean_text_of(issue.get("Volume")),
+        issue=_clean_text_of(issue.get("Issue")),
+        pages=_pages(fields.get("Pagination")),
         pub_date=pub_date,
         year=_year(pub_date),
         authors=_authors(article),

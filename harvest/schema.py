@@ -358,3 +358,65 @@ def m401_pending_pmids(db: Database) -> None:
         foreign_keys=[("source", "sources", "name")],
     )
 
+
+
+# --- tags: tombstones out of the tag views (harvest/tagging.py) ---------------------------
+
+
+@migrations()
+def m202_tags_views_live_studies(db: Database) -> None:
+    # m201's two views, without deleted studies (tombstones): studies_tagged, synthesis and
+    # the exports' default already leave them out, and a tombstone's tags (manual ones are
+    # kept for when the record comes back) must not count in Datasette's tag facets either.
+    db.create_view(
+        "study_tags_effective",
+        f"""
+        SELECT t.study_id, s.pmid, t.facet, t.value, t.detail, t.origin, t.rule_id,
+               t.ruleset_version, t.evidence, t.created
+        FROM tags t JOIN studies s ON s.id = t.study_id
+        WHERE s.deleted = 0 AND t.negated = 0 AND (
+          t.origin = 'manual' OR (
+            NOT EXISTS (SELECT 1 FROM tags m WHERE m.study_id = t.study_id AND m.facet = t.facet
+                        AND m.value = t.value AND m.origin = 'manual')
+            AND NOT (t.facet IN ({_SINGLE_VALUED}) AND EXISTS (
+                SELECT 1 FROM tags m WHERE m.study_id = t.study_id AND m.facet = t.facet
+                AND m.origin = 'manual' AND m.negated = 0))))
+        """,
+        replace=True,
+    )
+    one = (
+        "(SELECT e.value FROM study_tags_effective e WHERE e.study_id = s.id AND e.facet = '{f}' "
+        "ORDER BY e.origin = 'manual' DESC, e.origin = 'nlm' DESC LIMIT 1) AS {f}"
+    )
+    many = (
+        "(SELECT group_concat(DISTINCT e.value) FROM study_tags_effective e "
+        "WHERE e.study_id = s.id AND e.facet = '{f}') AS {col}"
+    )
+    columns = ",\n".join(
+        [one.format(f="design")]
+        + [many.format(f=f, col=c) for f, c in (("intervention", "interventions"),
+                                                 ("condition", "conditions"),
+                                                 ("comparator", "comparators"))]
+        + [one.format(f=f) for f in ("population", "sample_size", "conclusion")]
+        + [many.format(f="flag", col="flags")]
+    )  # fmt: skip
+    db.create_view(
+        "study_tags_summary",
+        f"SELECT s.id AS study_id, s.pmid, s.title, s.year,\n{columns}\nFROM studies s\n"
+        "WHERE s.deleted = 0",
+        replace=True,
+    )
+
+
+# --- studies: where in the journal (harvest/pubmed_xml.py, medline.py, feed_parse.py) --------
+
+
+@migrations()
+def m004_studies_volume_issue_pages(db: Database) -> None:
+    # Volume, issue and pages as the source writes them (pages in NLM's MedlinePgn form,
+    # "101-10"), for the reference-manager exports. Plain ADD COLUMNs: no transform(), so the
+    # FTS triggers stay. Existing rows fill them when their record is next saved (store.py).
+    columns = db["studies"].columns_dict
+    for name in ("volume", "issue", "pages"):
+        if name not in columns:
+            db["studies"].add_column(name, str)

@@ -9,8 +9,13 @@ SQL statement has a time limit. Arbitrary SQL is allowed on loopback only, by de
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
+import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,9 +71,45 @@ def build_metadata(metadata_path: Path, db_name: str) -> dict[str, Any]:
     return meta
 
 
-def prepare(options: ServeOptions, workdir: Path) -> list[str]:
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CACHE_HOME/doesitwork/serve``, else ``~/.cache/doesitwork/serve``."""
+    env = os.environ if env is None else env
+    cache = env.get("XDG_CACHE_HOME") or ""
+    # The XDG spec says a relative XDG_CACHE_HOME is invalid and must be ignored.
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    base = Path(cache) if os.path.isabs(cache) else home / ".cache"
+    return base / "doesitwork" / "serve"
+
+
+def metadata_file(db_path: Path, directory: Path | None = None) -> Path:
+    """Where the generated metadata for this database is written: one file per database
+    (by its absolute path), kept so that a printed command still runs later, and rewritten
+    by every ``harvest serve``. ``directory`` defaults to :func:`cache_dir`."""
+    key = hashlib.sha1(str(db_path.resolve()).encode()).hexdigest()[:10]
+    return (directory or cache_dir()) / f"{database_name(db_path)}-{key}.metadata.json"
+
+
+def free_port(host: str) -> int:
+    """A port free on ``host`` now (0 if the system cannot say), so that ``--port 0`` can
+    print the address it serves at; another program could take it first, in which case
+    Datasette stops with an error rather than serving elsewhere."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.bind(addr)
+            return int(sock.getsockname()[1])
+    except OSError:
+        return 0
+
+
+def url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def prepare(options: ServeOptions, directory: Path | None = None) -> list[str]:
     """Bring the schema up to date (views the metadata names), write the generated metadata
-    into ``workdir`` and return the Datasette command line."""
+    to :func:`metadata_file` (in ``directory``, else the user's cache folder) and return the
+    Datasette command line."""
     db_path = options.db_path
     if not db_path.exists():
         raise ServeError(f"{db_path}: no such database (run `harvest run`, `import` or `demo`)")
@@ -76,8 +117,16 @@ def prepare(options: ServeOptions, workdir: Path) -> list[str]:
         raise ServeError(f"{options.plugins_dir}: no such Datasette plugins folder")
     open_db(db_path, create=False).conn.close()
     meta = build_metadata(options.metadata, database_name(db_path))
-    meta_file = workdir / "metadata.json"
-    meta_file.write_text(json.dumps(meta, ensure_ascii=False, indent=1), "utf-8")
+    meta_file = metadata_file(db_path, directory)
+    partial = meta_file.with_name(f".{meta_file.name}.{os.getpid()}")
+    try:
+        meta_file.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(meta, ensure_ascii=False, indent=1), "utf-8")
+        os.replace(partial, meta_file)  # a Datasette starting now reads the old or the new file
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise ServeError(f"{meta_file}: cannot write the Datasette metadata ({exc})") from exc
     allow_sql = options.allow_sql
     if allow_sql is None:
         allow_sql = options.host in LOOPBACK

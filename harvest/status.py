@@ -42,11 +42,25 @@ def source_status(db: Database, *, now: datetime) -> list[dict[str, Any]]:
             warnings.append(f"{row['pending']} PMID(s) listed by PubMed but not yet returned by "
                             "efetch; each run asks for them again")  # fmt: skip
         if row.get("feed_state") in ("failing", "gone"):
-            warnings.append(f"feed is {row['feed_state']} (HTTP {row.get('last_http_status')}); "
-                            "check its URL in harvest.toml")  # fmt: skip
+            warnings.append(_feed_warning(row))
         row["warnings"] = warnings
         rows.append(row)
     return rows
+
+
+def _feed_warning(row: dict[str, Any]) -> str:
+    """A failing feed's HTTP status or, when the last try recorded none, the error instead.
+
+    No status means no complete reply: no connection at all (DNS failure, refused), or a
+    reply cut off by a time or size limit (the fetch records no status for those either).
+    """
+    state, status = row["feed_state"], row.get("last_http_status")
+    if status is not None:
+        return f"feed is {state} (HTTP {status}); check its URL in harvest.toml"
+    why = "no complete HTTP reply was received"
+    if error := row.get("last_error") or row.get("run_error"):
+        why += f" (last error: {error})"
+    return f"feed is {state}: {why}; check its URL in harvest.toml and the network"
 
 
 def _failed_files(db: Database, source: str) -> list[str]:

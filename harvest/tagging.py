@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from harvest.pubmed_xml import normalize_doi
 from harvest.store import utcnow, write_tx
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "clear_manual",
     "explain",
     "load_ruleset",
+    "resolve_study",
     "set_manual",
     "study_summaries",
     "study_summary",
@@ -54,7 +56,8 @@ __all__ = [
 
 AUTOMATIC_ORIGINS = ("nlm", "rule")
 # Mirrors the ``multi = false`` facets of rules/ruleset.toml; the SQL views (schema.py,
-# m201_tags_views) hard-code the same list and a test keeps the three in step.
+# m201_tags_views, m202_tags_views_live_studies) hard-code the same list and a test keeps
+# the three in step.
 SINGLE_VALUED_FACETS = ("design", "population", "sample_size", "conclusion")
 # Columns of ``studies`` the classifier reads.
 ROW_COLUMNS = (
@@ -916,6 +919,8 @@ def _compile_conclusion(data: dict[str, Any], b: _Builder) -> dict[str, Any]:
         "closing": int(data.get("closing_sentences", 2)),
         "negators": b.regex(b.patterns(data, "negators"), "conclusion"),
         "negation_window": int(data.get("negation_window", 30)),
+        "not_negations": b.regex(b.patterns(data, "not_negations"), "conclusion"),
+        "clause_breaks": b.regex(b.patterns(data, "clause_breaks"), "conclusion"),
         "tie_rank": {v: i for i, v in enumerate(tie)},
         "cues": cues,
     }
@@ -1630,13 +1635,12 @@ def conclusion(doc_or_row: _Doc | dict[str, Any], rs: RuleSet | None = None) -> 
             continue
         scores: dict[str, float] = {}
         first_id: dict[str, str] = {}
+        breaks = _clause_starts(cfg, sentence)
         for cue in cfg["cues"]:
             for m in cue.regex.finditer(sentence):
                 value: str | None = cue.value
-                if cue.negatable and cfg["negators"]:
-                    window = sentence[max(0, m.start() - cfg["negation_window"]) : m.start()]
-                    if cfg["negators"].search(window):
-                        value = cue.when_negated
+                if cue.negatable and _negated(cfg, sentence, m.start(), breaks):
+                    value = cue.when_negated
                 if value is None:
                     continue
                 scores[value] = scores.get(value, 0.0) + cue.weight
@@ -1648,6 +1652,32 @@ def conclusion(doc_or_row: _Doc | dict[str, Any], rs: RuleSet | None = None) -> 
     return None
 
 
+def _clause_starts(cfg: dict[str, Any], sentence: str) -> list[int]:
+    """Where each clause after the first begins (", but", ";", " whereas " ...), ascending."""
+    if not cfg["clause_breaks"]:
+        return []
+    return [m.end() for m in cfg["clause_breaks"].finditer(sentence)]
+
+
+def _negated(cfg: dict[str, Any], sentence: str, cue_start: int, breaks: list[int]) -> bool:
+    """A negator in the ``negation_window`` characters before the cue, within the cue's own
+    clause: "pain did not change, but function improved" leaves "improved" positive."""
+    if not cfg["negators"]:
+        return False
+    i = bisect.bisect_right(breaks, cue_start) - 1
+    clause = breaks[i] if i >= 0 else 0
+    lo = max(clause, cue_start - cfg["negation_window"])
+    # "not only", "no doubt": negation words that negate nothing; searched from the clause
+    # start so that a phrase the window cuts in two is still seen whole.
+    ignored = [] if not cfg["not_negations"] else [
+        m.span() for m in cfg["not_negations"].finditer(sentence, clause, cue_start)
+    ]  # fmt: skip
+    for n in cfg["negators"].finditer(sentence, lo, cue_start):
+        if not any(a <= n.start() and n.end() <= z for a, z in ignored):
+            return True
+    return False
+
+
 # ------------------------------------------------------------------------------ database
 
 _INSERT = (
@@ -1655,6 +1685,8 @@ _INSERT = (
     "evidence, negated, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
 )
 _BATCH = 500
+# Tombstoned studies are not tagged (the views in schema.py hide them too).
+_LIVE = "coalesce(deleted, 0) = 0"
 
 
 def tag_studies(
@@ -1662,6 +1694,9 @@ def tag_studies(
     workers: int | None = None,
 ) -> int:  # fmt: skip
     """Re-tag these studies (all when None): replace their automatic tags, keep manual ones.
+
+    Deleted studies (tombstones) lose their automatic tags and get no new ones; their manual
+    tags stay, so a researcher's work is there again if the record comes back.
 
     Runs inside the caller's transaction when one is open (the harvesters call it in the
     batch transaction, so a batch and its tags commit together); otherwise takes its own.
@@ -1678,8 +1713,8 @@ def tag_studies(
         conn = db.conn
         if study_ids is None:
             conn.execute("DELETE FROM tags WHERE origin IN ('nlm', 'rule')")
-            total = conn.execute("SELECT count(*) FROM studies").fetchone()[0]
-            cursor = conn.execute(f"SELECT {cols} FROM studies ORDER BY id")
+            total = conn.execute(f"SELECT count(*) FROM studies WHERE {_LIVE}").fetchone()[0]
+            cursor = conn.execute(f"SELECT {cols} FROM studies WHERE {_LIVE} ORDER BY id")
             chunks = iter(lambda: cursor.fetchmany(_BATCH), [])
             n_workers = _workers(workers, total)
             if n_workers > 1:
@@ -1694,7 +1729,9 @@ def tag_studies(
             conn.execute(
                 f"DELETE FROM tags WHERE origin IN ('nlm', 'rule') AND study_id IN ({marks})", chunk
             )
-            rows = conn.execute(f"SELECT {cols} FROM studies WHERE id IN ({marks})", chunk).fetchall()
+            rows = conn.execute(
+                f"SELECT {cols} FROM studies WHERE id IN ({marks}) AND {_LIVE}", chunk
+            ).fetchall()
             count += _write_tags(conn, rs, [dict(zip(ROW_COLUMNS, r, strict=True)) for r in rows])
     return count
 
@@ -1759,15 +1796,64 @@ def _write_parallel(conn: Any, rs: RuleSet, chunks: Iterator[list[Any]], n_worke
     return count
 
 
-def _study_id(db: Database, pmid: str | int) -> int:
-    row = db.execute("SELECT id FROM studies WHERE pmid = ?", [str(pmid).strip()]).fetchone()
+STUDY_REF_HELP = "a PMID, doi:10.xxxx/... or id:N (the studies.id of a row without a PMID)"
+
+
+def resolve_study(db: Database, ref: str | int) -> int:
+    """The ``studies.id`` a researcher's reference names: a bare number is a PMID,
+    ``pmid:N`` too, ``doi:10.xxxx/...`` a DOI (feed-only rows often have nothing else),
+    ``id:N`` the row itself (for rows with neither). Raises :class:`TagError` when nothing
+    or more than one live study matches."""
+    text = str(ref).strip()
+    kind, sep, rest = text.partition(":")
+    kind = kind.strip().lower() if sep else ""
+    if not sep or kind == "pmid":
+        return _by_pmid(db, rest.strip() if sep else text)
+    if kind == "id":
+        return _by_row_id(db, rest.strip())
+    if kind == "doi":
+        return _by_doi(db, rest)
+    raise TagError(f"not a study reference: {text!r}; give {STUDY_REF_HELP}")
+
+
+def _by_pmid(db: Database, pmid: str) -> int:
+    if not pmid.isdigit():
+        raise TagError(f"not a study reference: {pmid!r}; give {STUDY_REF_HELP}")
+    row = db.execute("SELECT id FROM studies WHERE pmid = ?", [pmid]).fetchone()
     if row is None:
         raise TagError(f"unknown PMID {pmid}: no such study in the database")
     return int(row[0])
 
 
+def _by_row_id(db: Database, sid: str) -> int:
+    row = db.execute("SELECT id FROM studies WHERE id = ?", [int(sid)]).fetchone() if sid.isdigit() else None
+    if row is None:
+        raise TagError(f"unknown study id:{sid}: no such row in the studies table")
+    return int(row[0])
+
+
+def _by_doi(db: Database, raw: str) -> int:
+    doi = normalize_doi(raw)
+    if doi is None:
+        raise TagError(f"not a DOI: {raw.strip()!r} (expected doi:10.xxxx/...)")
+    # Stored DOIs are lower-case from parsers but as given from other sources: the exact
+    # (indexed) lookup first, a case-insensitive scan only when it finds nothing.
+    sql = "SELECT id, coalesce(deleted, 0) FROM studies WHERE {} ORDER BY id"
+    rows = db.execute(sql.format("doi = ?"), [doi]).fetchall() or db.execute(
+        sql.format("lower(doi) = ?"), [doi]
+    ).fetchall()
+    if not rows:
+        raise TagError(f"unknown DOI {doi}: no such study in the database")
+    # A feed row folded into its PubMed record stays as a tombstone with the same DOI.
+    live = [r[0] for r in rows if not r[1]] or [r[0] for r in rows]
+    if len(live) > 1:
+        ids = ", ".join(f"id:{i}" for i in live)
+        raise TagError(f"DOI {doi} matches {len(live)} studies ({ids}); name one by its id")
+    return int(live[0])
+
+
 def set_manual(
-    db: Database, pmid: str | int, facet: str, value: str, *, note: str | None = None,
+    db: Database, ref: str | int, facet: str, value: str, *, note: str | None = None,
     detail: str | None = None, ruleset: RuleSet | None = None,
 ) -> None:  # fmt: skip
     """Record a researcher's tag. For a single-valued facet (design, population, sample size,
@@ -1776,7 +1862,7 @@ def set_manual(
     value = rs.check_value(facet, value)
     ctx = nullcontext() if db.conn.in_transaction else write_tx(db)
     with ctx:
-        sid = _study_id(db, pmid)
+        sid = resolve_study(db, ref)
         if facet in rs.single_valued:
             db.conn.execute(
                 "DELETE FROM tags WHERE study_id = ? AND facet = ? AND origin = 'manual' "
@@ -1792,7 +1878,7 @@ def set_manual(
 
 
 def unset_manual(
-    db: Database, pmid: str | int, facet: str, value: str, *, note: str | None = None,
+    db: Database, ref: str | int, facet: str, value: str, *, note: str | None = None,
     ruleset: RuleSet | None = None,
 ) -> None:  # fmt: skip
     """Hide a value: a manual row with ``negated = 1`` (it also replaces a manual set of the
@@ -1801,7 +1887,7 @@ def unset_manual(
     value = rs.check_value(facet, value)
     ctx = nullcontext() if db.conn.in_transaction else write_tx(db)
     with ctx:
-        sid = _study_id(db, pmid)
+        sid = resolve_study(db, ref)
         db.conn.execute(
             "INSERT OR REPLACE INTO tags (study_id, facet, value, detail, origin, rule_id, "
             "ruleset_version, evidence, negated, created) VALUES (?, ?, ?, NULL, 'manual', "
@@ -1810,7 +1896,7 @@ def unset_manual(
         )
 
 
-def clear_manual(db: Database, pmid: str | int, facet: str, value: str | None = None) -> int:
+def clear_manual(db: Database, ref: str | int, facet: str, value: str | None = None) -> int:
     """Forget manual tags (sets and unsets) of a facet, or of one value: the automatic tags
     show again. Returns how many manual rows were removed."""
     rs = load_ruleset()
@@ -1818,7 +1904,7 @@ def clear_manual(db: Database, pmid: str | int, facet: str, value: str | None = 
         raise TagError(f"unknown facet {facet!r}; facets are: {', '.join(rs.facets)}")
     ctx = nullcontext() if db.conn.in_transaction else write_tx(db)
     with ctx:
-        sid = _study_id(db, pmid)
+        sid = resolve_study(db, ref)
         sql = "DELETE FROM tags WHERE study_id = ? AND facet = ? AND origin = 'manual'"
         args: list[Any] = [sid, facet]
         if value is not None:
@@ -1849,13 +1935,15 @@ FROM tags t WHERE t.study_id = ?
 """.format(single=", ".join(f"'{f}'" for f in SINGLE_VALUED_FACETS))
 
 
-def explain(db: Database, pmid: str | int, *, include_suppressed: bool = False) -> list[dict[str, Any]]:
-    """Each effective tag of a study with its origin, rule id, rule-set version and evidence.
+def explain(db: Database, ref: str | int, *, include_suppressed: bool = False) -> list[dict[str, Any]]:
+    """Each effective tag of a study (``ref`` as :func:`resolve_study` reads it) with its
+    origin, rule id, rule-set version and evidence; ``pmid`` is None for a feed-only row.
 
     With ``include_suppressed`` also the automatic tags a manual one overrides or hides, and
     the manual unsets, each with ``effective = False`` and the reason.
     """
-    sid = _study_id(db, pmid)
+    sid = resolve_study(db, ref)
+    pmid = db.execute("SELECT pmid FROM studies WHERE id = ?", [sid]).fetchone()[0]
     order = {f: i for i, f in enumerate(_FACET_ORDER)}
     origin_order = {"manual": 0, "nlm": 1, "rule": 2}
     out = []
@@ -1865,7 +1953,7 @@ def explain(db: Database, pmid: str | int, *, include_suppressed: bool = False) 
             continue
         out.append(
             {
-                "pmid": str(pmid),
+                "pmid": pmid,
                 "facet": r["facet"],
                 "value": r["value"],
                 "detail": r["detail"],

@@ -17,6 +17,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(autouse=True)
+def user_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The per-user NCBI rate file lives under $XDG_CACHE_HOME: a temporary folder for each
+    test, inherited by the harvest processes tests start, so none writes the real ~/.cache."""
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.delenv("NCBI_RATE_FILE", raising=False)
+    return cache
+
+
 @pytest.fixture
 def fake_ncbi() -> Iterator[FakeNCBI]:
     """A fake E-utilities server on an ephemeral 127.0.0.1 port, empty until records are loaded."""

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import click
-import pytest
 from click.testing import CliRunner
 from fake_ncbi import Fault
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harvest.config import DEFAULT_BASE_URL, ConfigError, load_settings
@@ -86,3 +88,27 @@ def test_bad_email(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="does not look like an address"):
         load_settings(env={"NCBI_EMAIL": "nobody"})
+
+
+def test_the_rate_file_is_per_user_not_per_database(tmp_path):
+    """NCBI's budget is per IP or key: every database of this user shares one file."""
+    env = {"HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    a, b = (load_settings(env=env, db=tmp_path / name).ncbi.rate_file for name in ("a.db", "b.db"))
+    assert a == b == tmp_path / "xdg" / "doesitwork" / "ncbi.rate"
+    home = tmp_path / "home" / ".cache" / "doesitwork" / "ncbi.rate"
+    assert load_settings(env={"HOME": env["HOME"]}).ncbi.rate_file == home
+    # The XDG spec: a relative XDG_CACHE_HOME is invalid and ignored.
+    assert load_settings(env={**env, "XDG_CACHE_HOME": "rel/cache"}).ncbi.rate_file == home
+    assert not (tmp_path / "xdg").exists() and not (tmp_path / "home").exists()  # nothing made
+
+
+def test_the_rate_file_from_the_file_and_the_environment(tmp_path):
+    path = tmp_path / "h.toml"
+    path.write_text('[ncbi]\nrate_file = "~/shared/ncbi.rate"\n[topics.x]\nquery = "a"\n')
+    env = {"HOME": str(tmp_path)}
+    assert load_settings(path, env=env).ncbi.rate_file == tmp_path / "shared" / "ncbi.rate"
+    env["NCBI_RATE_FILE"] = "/var/tmp/ncbi.rate"  # environment beats the file
+    assert load_settings(path, env=env).ncbi.rate_file == Path("/var/tmp/ncbi.rate")
+    path.write_text('[ncbi]\nrate_file = 3\n[topics.x]\nquery = "a"\n')
+    with pytest.raises(ConfigError, match=r"\[ncbi\] rate_file must be a path string"):
+        load_settings(path, env={})

@@ -31,6 +31,9 @@ def test_result1_whole_record():
                 "Bio counterparts, particularly from the point of view of the beginning biologist programmer."
             ),
             journal="Briefings in bioinformatics",
+            volume="3",
+            issue="3",
+            pages="296-302",
             pub_date="2002-09",
             year=2002,
             authors=["Mangalam H"],
@@ -111,6 +114,9 @@ def test_synthetic_export_corrections_keywords_and_groups():
             "RESULTS: Nothing real happened. CONCLUSIONS: None."
         ),
         journal="Synthetic pain journal",
+        volume="12",  # VI
+        issue="3",  # IP
+        pages="101-110",  # PG
         pub_date="2020-03-15",
         year=2020,
         authors=["Needle NA", "Point T", "Synthetic Needling Trialists Group"],
@@ -224,3 +230,107 @@ def test_record_without_pmid_and_stray_continuation():
 def test_medline_text_passed_as_str_is_refused():
     with pytest.raises(TypeError, match="StringIO"):
         list(parse_medline("PMID- 1\nTI  - x\n"))
+
+
+# ----------------------------------------------------------------------------------------------
+# A download cut at a line boundary: the partial last record is refused, the ones before kept
+# ----------------------------------------------------------------------------------------------
+
+REAL_EXPORTS = ["pubmed_result1.txt", "pubmed_result2.txt", "pubmed_result3.txt"]
+
+
+def _cut_after(text: str, line_prefix: str, occurrence: int = -1) -> str:
+    """``text`` cut just after one of its lines starting with ``line_prefix``."""
+    lines = text.splitlines(keepends=True)
+    where = [i for i, line in enumerate(lines) if line.startswith(line_prefix)][occurrence]
+    return "".join(lines[: where + 1])
+
+
+def test_a_cut_export_keeps_the_records_before_and_names_the_cut_one(tmp_path):
+    cut = tmp_path / "export.nbib"
+    cut.write_text(_cut_after(medline("pubmed_result2.txt").read_text(), "AB  - "))
+    seen = []
+    with pytest.raises(MedlineError) as info:
+        for record in parse_medline(cut):
+            seen.append(record.pmid)
+    assert seen == ["16403221", "16377612", "14871861"]
+    assert (info.value.name, info.value.record, info.value.pmid) == ("export.nbib", 4, "14630660")
+    assert str(info.value).startswith("export.nbib: record 4, line ")
+    assert "the last record (PMID 14630660) is incomplete: it stops at its AB field" in str(info.value)
+
+
+@pytest.mark.parametrize("name", REAL_EXPORTS)
+def test_every_cut_of_a_real_export_is_refused_unless_it_falls_after_an_so_line(name):
+    """Cut each real export after every line: the result is either every record up to an SO
+    line (a cut between records cannot be seen) or an error naming the record it stopped in;
+    the whole file always reads."""
+    text = medline(name).read_text()
+    complete = [s.pmid for s in parse_medline(medline(name))]
+    lines = text.splitlines(keepends=True)
+    for n in range(1, len(lines) + 1):
+        head = "".join(lines[:n])
+        before = sum(1 for line in lines[:n] if line.startswith("SO  - "))
+        ends_a_record = lines[n - 1].startswith("SO  - ") or (before and not lines[n - 1].strip())
+        if n == 1 and not lines[0].strip():
+            continue  # only the leading blank line: an empty file, refused as such
+        try:
+            got = [s.pmid for s in parse_medline(io.StringIO(head), name=name)]
+        except MedlineError as exc:
+            assert not ends_a_record, (name, n)
+            assert exc.pmid == complete[before] and exc.record == before + 1, (name, n)
+            assert f"the last record (PMID {complete[before]}) is incomplete" in str(exc)
+        else:
+            assert ends_a_record and got == complete[:before], (name, n)
+
+
+def test_a_book_record_ends_with_its_bookaccession_not_an_so_line():
+    """PubMed's export of a Bookshelf chapter has no SO line: its last line is the AID
+    [bookaccession] (hand-made, in the shape of the real exports of PMIDs 20301770 and
+    21249755, GeneReviews and "Cancer Syndromes" chapters)."""
+    book = (
+        "PMID- 90000020\nSTAT- Publisher\nPB  - Synthetic Press\nDP  - 2009\n"
+        "TI  - A synthetic book chapter on trigger points.\nBTI - Synthetic Reviews\n"
+        "FAU - Needle, Nora\nAU  - Needle N\nLA  - eng\nPT  - Book Chapter\n"
+        "PL  - Bethesda (MD)\nEDAT- 2011/01/21 06:00\nCRDT- 2011/01/21 06:00\n"
+        "AID - NBK900020 [bookaccession]\n"
+    )
+    journal = medline("pubmed_result1.txt").read_text()
+    for text in (book, journal + "\n" + book, book + "\n" + journal.lstrip("\n")):
+        assert len(list(parse_medline(io.StringIO(text)))) == text.count("PMID- ")
+    with pytest.raises(MedlineError, match=r"PMID 90000020\) is incomplete: it stops at its CRDT"):
+        list(parse_medline(io.StringIO(_cut_after(book, "CRDT"))))
+
+
+def test_a_cut_export_imports_the_records_before_and_fails_the_file(tmp_path):
+    """Plain and gzipped alike: the run keeps the complete records and says which one was cut."""
+    from harvest import ingest, store
+
+    text = _cut_after(medline("pubmed_result2.txt").read_text(), "MH  - ")
+    plain = tmp_path / "cut.nbib"
+    plain.write_text(text)
+    packed = tmp_path / "cut.txt.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    for path in (plain, packed):
+        db = store.open_db(tmp_path / f"{path.name}.db")
+        result = ingest.import_file(db, path)
+        assert result.counts.found == 3
+        assert result.error.startswith(f"{path.name}: record 4, line ")
+        assert "PMID 14630660" in result.error
+        assert [r["pmid"] for r in db.query("SELECT pmid FROM studies ORDER BY pmid")] == [
+            "14871861", "16377612", "16403221"]
+        assert db["imported_files"].count == 0  # not recorded as imported: a re-import reads it
+
+
+def test_a_cut_gzip_stream_names_the_file_and_the_record(tmp_path):
+    complete = [s.pmid for s in parse_medline(medline("pubmed_result2.txt"))]
+    data = gzip.compress(medline("pubmed_result2.txt").read_bytes())
+    cut = tmp_path / "export.txt.gz"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    seen = []
+    with pytest.raises(MedlineError) as info:
+        for record in parse_medline(cut):
+            seen.append(record.pmid)
+    assert 0 < len(seen) < 4 and seen == complete[: len(seen)]
+    assert str(info.value).startswith(f"export.txt.gz: record {len(seen) + 1}, line ")
+    assert "the compressed file ends early" in str(info.value)
+    assert info.value.pmid == complete[len(seen)]

@@ -221,6 +221,9 @@ def test_efetch_pubmed1_second_record_whole():
             "influence flavin reactivity, indicating the existence of a mechanism for heme-flavin interaction."
         ),
         journal="Biochimica et biophysica acta",
+        volume="446",
+        issue="1",
+        pages="179-91",  # MedlinePgn, not StartPage/EndPage (179, 191)
         pub_date="1976-09-28",
         year=1976,
         authors=["Strekas TC"],
@@ -439,6 +442,9 @@ def test_update_file_whole_record(by_pmid):
                 "anesthesia. Besides, a safe and sufficient dose of local anesthetic should be used."
             ),
             journal="Journal of anesthesia",
+            volume="35",
+            issue="3",
+            pages="341-344",
             pub_date="2021-06",  # the issue date, not the earlier ArticleDate 2020-07-25
             year=2021,
             authors=["Hotta K"],

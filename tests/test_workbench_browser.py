@@ -1,10 +1,13 @@
 """A real ``harvest serve`` process driven by headless Chromium (Debian's ``chromium``).
 
+It serves the real-data fixture, or the bundled demo sample where ../shared is absent.
+
 Screenshots are saved under tests/artifacts/ (git-ignored) for a human to look at.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -15,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from workbench_fixture import build_fixture_db
+from workbench_fixture import build_demo_fixture_db, build_fixture_db
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -53,11 +56,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api")
-    db_path = build_fixture_db(tmp_path_factory.mktemp("wbs") / "evidence.db")
+    try:
+        db_path = build_fixture_db(tmp_path_factory.mktemp("wbs") / "evidence.db")
+    except pytest.skip.Exception:  # no ../shared data (a user's clone): the bundled sample
+        db_path = build_demo_fixture_db(tmp_path_factory.mktemp("wbs-demo") / "evidence.db")
     port = _free_port()
     log = (tmp_path_factory.getbasetemp() / "serve.log").open("w")
+    # the generated metadata goes to $XDG_CACHE_HOME, kept out of the real ~/.cache
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("wbs-cache"))}
     proc = subprocess.Popen([*_harvest_serve(), "--db", str(db_path), "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                            stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

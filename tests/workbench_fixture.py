@@ -4,6 +4,9 @@ The bundled demo sample (52 on-topic records), Biopython's recorded efetch repli
 PubMed-format exports, and a handful of records picked by PMID from a real NLM update file
 for their awkward titles (%, &, {}, #, _, ~, >, Greek letters, MathML-derived text) and one
 retraction. Shared data is read in place; tests skip when it is absent.
+
+:func:`build_demo_fixture_db` needs no shared data (the demo sample ships in the package),
+so the basic workbench tests also run in a user's clone.
 """
 
 from __future__ import annotations
@@ -62,6 +65,18 @@ def build_fixture_db(path: Path) -> Path:
     for f in [*files, awkward]:
         result = ingest.import_file(db, f)
         assert result.error is None, (f, result.error)
+    tagging.tag_studies(db)
+    reading_lists.create_list(db, LIST_NAME, description="knee osteoarthritis trials")
+    reading_lists.add_items(db, LIST_NAME, LIST_PMIDS, note=LIST_NOTE)
+    db.conn.close()
+    return path
+
+
+def build_demo_fixture_db(path: Path) -> Path:
+    """The bundled demo sample alone, tagged, with the same reading list (its two studies
+    are in the sample)."""
+    demo.build_demo(path).conn.close()
+    db = open_db(path)
     tagging.tag_studies(db)
     reading_lists.create_list(db, LIST_NAME, description="knee osteoarthritis trials")
     reading_lists.add_items(db, LIST_NAME, LIST_PMIDS, note=LIST_NOTE)

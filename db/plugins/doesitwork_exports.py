@@ -2,16 +2,23 @@
 (an ``id`` column beside ``title``, a ``study_id`` or a ``pmid`` column) downloads as
 ``.ris``, ``.bib``, ``.csljson`` or ``.atom``. The files come from ``harvest.export``, the same
 module behind ``harvest export``, so both give identical records with our tags.
+
+Search: the SQL function ``escape_fts`` (which Datasette applies to ``?_search=`` in its
+default "escaped" search mode, and the "Search studies" query applies to ``q``) is replaced
+by ``harvest.export.fts_query``, the reading ``harvest export --search`` uses: words as typed
+(``dry-needling``, ``Gunn's``) and FTS5 syntax (OR, NEAR, "phrases", prefix*) both work.
+Datasette's own escaping quotes every word, so OR and NEAR would be searched as words.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import urlencode
 
 from datasette import hookimpl
-from datasette.utils.asgi import Response
+from datasette.utils.asgi import BadRequest, Response
 from markupsafe import Markup
 from sqlite_utils import Database
 
@@ -30,11 +37,44 @@ def _id_column(columns: list[str]) -> str | None:
     return None
 
 
+_STUDY_TABLES = ("studies", "studies_tagged", "study_tags_summary", "study_tags_effective",
+                 "reading_list_items", "sightings")  # fmt: skip
+
+
 def _can_render(columns: list[str], table: str | None) -> bool:
-    if table and table not in ("studies", "studies_tagged", "study_tags_summary",
-                               "study_tags_effective", "reading_list_items", "sightings"):
+    if table and table not in _STUDY_TABLES:
         return False  # an "id" column of runs, sources, ... is not a study id
     return _id_column(columns) is not None
+
+
+def _not_studies(name: str | None, ext: str) -> str:
+    if name is None:  # SQL typed on the database page
+        return (f"this query does not return studies: a .{ext} download needs the studies' "
+                "id (with title), study_id or pmid column")  # fmt: skip
+    return (f"{name} is not a list of studies: the .{ext} download works on studies, "
+            "studies_tagged, search results and reading lists")  # fmt: skip
+
+
+# A named parameter a query's full-text MATCH reads: "match :q", "match escape_fts(:q)".
+_MATCH_PARAM = re.compile(r"\bmatch\s+(?:\w+\s*\(\s*)?:(\w+)", re.I)
+
+
+def _refuse(data: dict[str, Any], columns: list[str], table: str | None, name: str | None,
+            ext: str) -> None:  # fmt: skip
+    """Raise a 400 (Datasette's error page) instead of saving an error text as the file: a
+    download of something that is not studies, of a search without words, of a failed query."""
+    query = data.get("query") or {}
+    params = query.get("params") or {}
+    empty = [p for p in _MATCH_PARAM.findall(query.get("sql") or "")
+             if not str(params.get(p) or "").strip()]  # fmt: skip
+    if empty and not table:
+        raise BadRequest(f"{name or 'this query'}: type a search first (?{empty[0]}=...); "
+                         "an empty search has no results to download")  # fmt: skip
+    if data.get("error"):
+        raise BadRequest(f"{name or 'this query'}: the query failed, nothing to download "
+                         f"({data['error']})")  # fmt: skip
+    if not _can_render(columns, table):
+        raise BadRequest(_not_studies(name, ext))
 
 
 _PAGING_ARGS = ("_next", "_size", "_shape", "_sort", "_sort_desc")
@@ -98,10 +138,9 @@ def _make_render(fmt: str):
     async def render(datasette: Any, database: str, columns: list[str], rows: list[Any],
                      request: Any, table: str | None, query_name: str | None,
                      data: dict[str, Any]) -> Response:
+        _refuse(data, columns, table, query_name or table, request.path.rsplit(".", 1)[-1])
         col = _id_column(columns)
-        if col is None:
-            return Response.text("these rows have no study id column (id, study_id or pmid)",
-                                 status=400)
+        assert col is not None  # _refuse checked it
         keys = [row[col] for row in rows if row[col] is not None]
         # A reading list holds every row selected; an alert feed is the page, newest first.
         if fmt != "atom" and (data.get("next") or "_next" in request.args):
@@ -127,6 +166,11 @@ def _make_render(fmt: str):
         return Response(body, content_type=spec.content_type, headers=headers)
 
     return render
+
+
+@hookimpl(trylast=True)  # after Datasette's own escape_fts, so that this one is kept
+def prepare_connection(conn: Any) -> None:
+    conn.create_function("escape_fts", 1, export.fts_query, deterministic=True)
 
 
 @hookimpl

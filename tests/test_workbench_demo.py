@@ -1,0 +1,324 @@
+"""The workbench on the bundled demo sample: runs in any clone (no ../shared data needed).
+
+Datasette in-process with our metadata and plugin (search, canned queries, facets, the
+export renderers and their refusals), ``harvest export --search`` and ``harvest serve``'s
+command. The tests against the larger real-data fixture are in test_workbench_datasette.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import shlex
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import pytest
+from click.testing import CliRunner
+from workbench_fixture import LIST_NAME, LIST_NOTE, LIST_PMIDS, build_demo_fixture_db
+
+pytest.importorskip("datasette")
+from datasette.app import Datasette  # noqa: E402
+
+from harvest import export, serve  # noqa: E402
+from harvest.store import open_db  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_demo_fixture_db(tmp_path_factory.mktemp("wbd") / "evidence.db")
+
+
+@pytest.fixture(scope="module")
+def ds(db_path: Path) -> Datasette:
+    meta = serve.build_metadata(serve.DEFAULT_METADATA, "evidence")
+    return Datasette([str(db_path)], metadata=meta, plugins_dir=str(serve.DEFAULT_PLUGINS_DIR),
+                     settings={"sql_time_limit_ms": 2000, "facet_time_limit_ms": 1000})  # fmt: skip
+
+
+def get(ds: Datasette, path: str) -> Any:
+    return asyncio.run(ds.client.get(path))
+
+
+def rows(ds: Datasette, path: str) -> list[dict[str, Any]]:
+    r = get(ds, path + ("&" if "?" in path else "?") + "_shape=objects&_size=max")
+    assert r.status_code == 200, r.text[:500]
+    return r.json()["rows"]
+
+
+def expected(db_path: Path, sql: str, args: list[Any] | None = None) -> list[Any]:
+    conn = sqlite3.connect(db_path)
+    try:
+        return [r[0] for r in conn.execute(sql, args or []).fetchall()]
+    finally:
+        conn.close()
+
+
+def fts(db_path: Path, match: str) -> list[int]:
+    """Live studies FTS5 matches for a query written in FTS5 syntax by hand."""
+    return sorted(expected(db_path, "SELECT id FROM studies WHERE deleted = 0 AND id IN "
+                                    "(SELECT rowid FROM studies_fts WHERE studies_fts MATCH ?)",
+                           [match]))  # fmt: skip
+
+
+def _cli() -> Any:
+    import click
+
+    from harvest.cli import cli
+    from harvest.cli_workbench import export_cmd, list_group, serve_cmd
+
+    group = click.Group(commands={**cli.commands})  # a copy: the real group is left alone
+    for cmd in (export_cmd, list_group, serve_cmd):
+        group.add_command(cmd)
+    return group
+
+
+# --- basic workbench tests on the demo sample ------------------------------------------------
+
+
+def test_metadata_titles_every_table_and_view(ds: Datasette, db_path: Path) -> None:
+    meta = serve.build_metadata(serve.DEFAULT_METADATA, "evidence")["databases"]["evidence"]
+    names = expected(db_path, "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                              "AND name NOT LIKE 'studies_fts%' AND name NOT LIKE '\\_%' ESCAPE '\\'")  # fmt: skip
+    assert not [n for n in names if not meta["tables"].get(n, {}).get("title")]
+    assert "Studies with their tags" in get(ds, "/evidence/studies_tagged").text
+    for name, query in meta["queries"].items():
+        assert query["title"]
+        page = get(ds, f"/evidence/{name}")
+        # every canned query opens without its parameters and without an error
+        assert page.status_code == 200, (name, page.text[:300])
+        assert "syntax error" not in page.text and "Invalid SQL" not in page.text, name
+
+
+def test_studies_view_facets_and_links(ds: Datasette, db_path: Path) -> None:
+    got = rows(ds, "/evidence/studies_tagged.json")
+    assert len(got) == expected(db_path, "SELECT count(*) FROM studies WHERE deleted = 0")[0]
+    years = [r["year"] or 0 for r in got]
+    assert years == sorted(years, reverse=True)
+    rec = next(r for r in got if r["pmid"] == "38705988")
+    assert rec["pubmed_url"] == "https://pubmed.ncbi.nlm.nih.gov/38705988/"
+    assert rec["doi_url"] == "https://doi.org/10.1186/s13018-024-04762-4"
+    facets = get(ds, "/evidence/studies_tagged.json?_size=0").json()["facet_results"]
+    assert set(facets) >= {"interventions", "conditions", "design", "year", "journal", "sources"}
+    counts = {f["value"]: f["count"] for f in facets["interventions"]["results"]}
+    assert counts["dry_needling"] == len(expected(
+        db_path, "SELECT DISTINCT study_id FROM study_tags_effective "
+                 "WHERE facet = 'intervention' AND value = 'dry_needling'"))  # fmt: skip
+    filtered = rows(ds, "/evidence/studies_tagged.json?interventions__arraycontains=dry_needling&design=rct")
+    assert filtered and all("dry_needling" in json.loads(r["interventions"]) and r["design"] == "rct"
+                            for r in filtered)  # fmt: skip
+
+
+def test_canned_queries(ds: Datasette, db_path: Path) -> None:
+    got = rows(ds, "/evidence/latest_rcts.json?intervention=dry_needling")
+    want = expected(db_path, "SELECT study_id FROM study_tags_effective WHERE facet = 'design' "
+                             "AND value = 'rct' AND study_id IN (SELECT study_id FROM "
+                             "study_tags_effective WHERE facet = 'intervention' AND value = 'dry_needling')")  # fmt: skip
+    assert got and sorted(r["id"] for r in got) == sorted(want)
+    got = rows(ds, f"/evidence/reading_list.json?list={quote_plus(LIST_NAME)}")
+    assert [r["pmid"] for r in got] == LIST_PMIDS and {r["note"] for r in got} == {LIST_NOTE}
+    assert rows(ds, "/evidence/evidence_map.json")
+
+
+@pytest.mark.parametrize("ext,fmt", [("ris", "ris"), ("bib", "bibtex"), ("csljson", "csljson")])
+def test_renderers_match_the_exporter(ds: Datasette, db_path: Path, ext: str, fmt: str) -> None:
+    r = get(ds, f"/evidence/studies_tagged.{ext}?design=rct&_size=3")  # every row, not the page
+    assert r.status_code == 200 and r.headers["content-type"] == export.FORMATS[fmt].content_type
+    ids = sorted(row["id"] for row in rows(ds, "/evidence/studies_tagged.json?design=rct"))
+    assert len(ids) > 3
+    db = open_db(db_path)
+    try:
+        assert r.text == export.render(fmt, export.load_records(db, ids))
+    finally:
+        db.conn.close()
+
+
+# --- searching as researchers write: hyphens, apostrophes, and FTS5 syntax --------------------
+
+# what a researcher types -> the FTS5 query it must find the same studies as
+SEARCHES = {
+    "dry-needling": '"dry needling"',
+    "low-back pain": '"low back" AND pain',
+    "trigger-point AND dry-needling": '"trigger point" AND "dry needling"',
+    "Gunn's": '"gunn s"',
+    "dry needling": "dry AND needling",
+    '"dry needling"': '"dry needling"',
+    'prolotherapy OR "dry needling"': 'prolotherapy OR "dry needling"',
+    "NEAR(dry needling, 1)": "NEAR(dry needling, 1)",
+    "needl*": "needl*",
+    "dry-needl*": '"dry needl" *',
+    "title:needling": "title:needling",
+    "needling NOT shoulder": "needling NOT shoulder",
+    "(prolotherapy OR dextrose) knee": "(prolotherapy OR dextrose) AND knee",
+    '"unclosed phrase': '"unclosed phrase"',
+}
+
+
+@pytest.mark.parametrize("typed", sorted(SEARCHES))
+def test_search_takes_words_as_typed_and_fts5_syntax(ds: Datasette, db_path: Path, typed: str) -> None:
+    want = fts(db_path, SEARCHES[typed])
+    r = get(ds, f"/evidence/studies_tagged.json?_search={quote_plus(typed)}&_shape=objects&_size=max")
+    assert r.status_code == 200, r.text[:300]
+    assert sorted(row["id"] for row in r.json()["rows"]) == want
+    got = rows(ds, f"/evidence/search_studies.json?q={quote_plus(typed)}")
+    assert sorted(row["id"] for row in got) == want
+    db = open_db(db_path)
+    try:
+        assert sorted(export.select_study_ids(db, search=typed)) == want
+    finally:
+        db.conn.close()
+    if typed in ("dry-needling", "low-back pain", "needl*", "dry needling"):
+        assert want  # the sample holds these
+
+
+def test_search_box_page_shows_results_for_a_hyphenated_word(ds: Datasette) -> None:
+    page = get(ds, "/evidence/studies_tagged?_search=dry-needling")
+    assert page.status_code == 200 and "Invalid SQL" not in page.text
+    assert "search matches &#34;dry-needling&#34;" in page.text and "<table" in page.text
+    raw = get(ds, "/evidence/studies_tagged.json?_search=dry-needling&_searchmode=raw")
+    assert raw.status_code == 400  # raw mode hands the text to FTS5 untouched, as documented
+
+
+def test_search_query_without_words_shows_no_error(ds: Datasette) -> None:
+    for path in ("/evidence/search_studies", "/evidence/search_studies?q=", "/evidence/search_studies?q=+"):
+        page = get(ds, path)
+        assert page.status_code == 200, page.text[:300]
+        assert "syntax error" not in page.text and "0 results" in page.text
+    assert rows(ds, "/evidence/search_studies.json") == []
+
+
+def test_a_misplaced_operator_is_still_reported(ds: Datasette, db_path: Path) -> None:
+    r = get(ds, "/evidence/studies_tagged.json?_search=pain+AND")
+    assert r.status_code == 400 and "syntax error" in r.json()["error"]
+    db = open_db(db_path)
+    try:
+        with pytest.raises(export.ExportError, match="not a valid full-text query"):
+            export.select_study_ids(db, search="pain AND")
+    finally:
+        db.conn.close()
+
+
+@pytest.mark.parametrize("query", [
+    "prolotherapy", '"dry needling"', "prolotherapy OR knee", "NEAR(dry needling, 10)", "needl*",
+    "^dry", "title:needling", "-title:needling", "{title abstract}:needling", "dry + needling",
+    '"dry needl" *', "needling NOT shoulder", "(dry OR wet) AND needling", "title:(dry OR wet)",
+])  # fmt: skip
+def test_fts_query_keeps_valid_fts5_syntax(db_path: Path, query: str) -> None:
+    assert fts(db_path, export.fts_query(query)) == fts(db_path, query)
+
+
+@pytest.mark.parametrize("typed,query", [
+    ("dry-needling", '"dry-needling"'), ("Gunn's", '"Gunn\'s"'), ("", '""'), ("  ", '""'),
+    ('"oops', '"oops"'), ("x-ray OR pain-free", '"x-ray" OR "pain-free"'),
+    ("Pain: a review", '"Pain:" a review'), ("dry-needl*", '"dry-needl" *'),
+    ("title:dry-needling", 'title:"dry-needling"'), ("a (b OR c)", "a AND ( b OR c )"),
+    ("NEAR(dry needling,5)", "NEAR ( dry needling , 5 )"), (")) x", "x"),
+])  # fmt: skip
+def test_fts_query_quotes_what_fts5_would_misread(typed: str, query: str) -> None:
+    assert export.fts_query(typed) == query
+
+
+def test_fts_query_knows_the_index_columns() -> None:
+    from harvest.schema import FTS_COLUMNS
+
+    assert export._FTS_COLUMNS == set(FTS_COLUMNS)  # column filters are kept for these only
+    assert export.fts_query("pain:x") == '"pain:x"' and export.fts_query(None) == '""'
+
+
+def test_export_search_cli(db_path: Path) -> None:
+    run = CliRunner().invoke
+    for typed in ("dry-needling", "Gunn's", "low-back pain"):
+        r = run(_cli(), ["export", "--format", "jsonl", "--search", typed, "--db", str(db_path)])
+        assert r.exit_code == 0, r.output
+        assert len(r.stdout.splitlines()) == len(fts(db_path, SEARCHES[typed]))
+    r = run(_cli(), ["export", "--search", "pain AND", "--db", str(db_path)])
+    assert r.exit_code == 1 and "not a valid full-text query" in r.output
+
+
+HOSTILE = ["search_studies?q=%22unterminated", "search_studies?q=a%27%3B+DROP+TABLE+studies%3B--",
+           "search_studies?q=NEAR(", "search_studies?q=%29%29%29+OR+", "studies_tagged?_search=%22oops",
+           "studies_tagged?_search=NEAR(", "studies_tagged?_search=a%27%3B+DROP+TABLE+studies%3B--",
+           "new_since?since=%27%3B+DELETE+FROM+studies%3B--", "reading_list?list=x%27+OR+1%3D1--"]  # fmt: skip
+
+
+@pytest.mark.parametrize("query", HOSTILE)
+def test_hostile_parameters_never_write(ds: Datasette, db_path: Path, query: str) -> None:
+    before = hashlib.sha1(db_path.read_bytes()).hexdigest()
+    r = get(ds, f"/evidence/{query}")
+    assert r.status_code in (200, 400), r.text[:500]
+    assert "Traceback" not in r.text and "Error 500" not in r.text
+    if r.status_code == 400:
+        assert re.search(r"syntax error|unterminated string|Invalid SQL", r.text)
+    assert hashlib.sha1(db_path.read_bytes()).hexdigest() == before
+
+
+# --- downloads that cannot be studies are refused with a 400 and a plain reason -------------
+
+
+@pytest.mark.parametrize("path,reason", [
+    ("evidence_map.ris", "evidence_map is not a list of studies"),
+    ("evidence_map.atom", "evidence_map is not a list of studies"),
+    ("evidence_map.bib", "evidence_map is not a list of studies"),
+    ("runs.ris", "runs is not a list of studies"),
+    ("sources.csljson", "sources is not a list of studies"),
+    ("search_studies.ris", "type a search first"),
+    ("search_studies.atom?q=", "type a search first"),
+    ("search_studies.ris?q=pain+AND", "the query failed"),
+    ("evidence.ris?sql=select+1+as+x", "this query does not return studies"),
+])  # fmt: skip
+def test_downloads_that_are_not_studies_are_refused(ds: Datasette, path: str, reason: str) -> None:
+    r = get(ds, "/evidence/" + path if not path.startswith("evidence.") else "/" + path)
+    assert r.status_code == 400, (r.status_code, r.text[:300])
+    assert reason in r.text.replace("&#39;", "'")
+    assert "(id, study_id or pmid)" not in r.text and "content-disposition" not in r.headers
+
+
+def test_search_results_download(ds: Datasette, db_path: Path) -> None:
+    r = get(ds, "/evidence/search_studies.ris?q=dry-needling")
+    assert r.status_code == 200 and r.headers["content-disposition"].endswith('.ris"')
+    assert r.text.count("TY  - ") == len(fts(db_path, '"dry needling"')) > 0
+
+
+# --- harvest serve: the printed command runs, and -p 0 prints the real port ------------------
+
+
+def test_printed_serve_command_runs(db_path: Path, tmp_path: Path) -> None:
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    r = CliRunner(env=env).invoke(_cli(), ["serve", "--db", str(db_path), "--print-command"])
+    assert r.exit_code == 0, r.output
+    cmd = shlex.split(r.stdout.strip())
+    meta = Path(cmd[cmd.index("--metadata") + 1])
+    assert meta.is_file() and meta.is_relative_to(tmp_path / "cache" / "doesitwork" / "serve")
+    assert str(meta) in r.stderr
+    # the command, run after `harvest serve` returned, serves our metadata and search
+    out = subprocess.run([*cmd, "--get", "/evidence/search_studies.json?q=dry-needling&_shape=objects"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(json.loads(out.stdout)["rows"]) == len(fts(db_path, '"dry needling"')) > 0
+
+
+def test_serve_port_0_prints_the_port_it_serves_on(db_path: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import harvest.cli_workbench as cw
+
+    started: list[list[str]] = []
+
+    class FakeDatasette:
+        def __init__(self, cmd: list[str], **_: Any) -> None:
+            started.append(cmd)
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(cw.subprocess, "Popen", FakeDatasette)
+    monkeypatch.setattr(cw.signal, "signal", lambda *_: None)
+    r = CliRunner(env={"XDG_CACHE_HOME": str(tmp_path)}).invoke(
+        _cli(), ["serve", "--db", str(db_path), "-p", "0"])
+    assert r.exit_code == 0, r.output
+    port = started[0][started[0].index("--port") + 1]
+    assert port != "0" and f"http://127.0.0.1:{port}/" in r.stderr and ":0/" not in r.stderr
