@@ -237,6 +237,13 @@ _SINGLE_VALUED = "'design', 'population', 'sample_size', 'conclusion'"
 
 @migrations()
 def m201_tags_views(db: Database) -> None:
+    _create_tag_views(db, live_only=False)
+
+
+def _create_tag_views(db: Database, *, live_only: bool) -> None:
+    """``study_tags_effective`` and ``study_tags_summary`` for m201 and m202, which differ
+    only by ``live_only``: m202 leaves deleted studies (tombstones) out."""
+    live = "s.deleted = 0 AND " if live_only else ""
     # What a study is tagged, after researchers' overrides, in SQL so that Datasette shows
     # what the export carries. A manual tag replaces every automatic value of a single-valued
     # facet; a manual "unset" (negated = 1) hides that automatic value; manual wins over an
@@ -247,7 +254,7 @@ def m201_tags_views(db: Database) -> None:
         SELECT t.study_id, s.pmid, t.facet, t.value, t.detail, t.origin, t.rule_id,
                t.ruleset_version, t.evidence, t.created
         FROM tags t JOIN studies s ON s.id = t.study_id
-        WHERE t.negated = 0 AND (
+        WHERE {live}t.negated = 0 AND (
           t.origin = 'manual' OR (
             NOT EXISTS (SELECT 1 FROM tags m WHERE m.study_id = t.study_id AND m.facet = t.facet
                         AND m.value = t.value AND m.origin = 'manual')
@@ -275,7 +282,8 @@ def m201_tags_views(db: Database) -> None:
     )  # fmt: skip
     db.create_view(
         "study_tags_summary",
-        f"SELECT s.id AS study_id, s.pmid, s.title, s.year,\n{columns}\nFROM studies s",
+        f"SELECT s.id AS study_id, s.pmid, s.title, s.year,\n{columns}\nFROM studies s"
+        + ("\nWHERE s.deleted = 0" if live_only else ""),
         replace=True,
     )
 
@@ -368,44 +376,7 @@ def m202_tags_views_live_studies(db: Database) -> None:
     # m201's two views, without deleted studies (tombstones): studies_tagged, synthesis and
     # the exports' default already leave them out, and a tombstone's tags (manual ones are
     # kept for when the record comes back) must not count in Datasette's tag facets either.
-    db.create_view(
-        "study_tags_effective",
-        f"""
-        SELECT t.study_id, s.pmid, t.facet, t.value, t.detail, t.origin, t.rule_id,
-               t.ruleset_version, t.evidence, t.created
-        FROM tags t JOIN studies s ON s.id = t.study_id
-        WHERE s.deleted = 0 AND t.negated = 0 AND (
-          t.origin = 'manual' OR (
-            NOT EXISTS (SELECT 1 FROM tags m WHERE m.study_id = t.study_id AND m.facet = t.facet
-                        AND m.value = t.value AND m.origin = 'manual')
-            AND NOT (t.facet IN ({_SINGLE_VALUED}) AND EXISTS (
-                SELECT 1 FROM tags m WHERE m.study_id = t.study_id AND m.facet = t.facet
-                AND m.origin = 'manual' AND m.negated = 0))))
-        """,
-        replace=True,
-    )
-    one = (
-        "(SELECT e.value FROM study_tags_effective e WHERE e.study_id = s.id AND e.facet = '{f}' "
-        "ORDER BY e.origin = 'manual' DESC, e.origin = 'nlm' DESC LIMIT 1) AS {f}"
-    )
-    many = (
-        "(SELECT group_concat(DISTINCT e.value) FROM study_tags_effective e "
-        "WHERE e.study_id = s.id AND e.facet = '{f}') AS {col}"
-    )
-    columns = ",\n".join(
-        [one.format(f="design")]
-        + [many.format(f=f, col=c) for f, c in (("intervention", "interventions"),
-                                                 ("condition", "conditions"),
-                                                 ("comparator", "comparators"))]
-        + [one.format(f=f) for f in ("population", "sample_size", "conclusion")]
-        + [many.format(f="flag", col="flags")]
-    )  # fmt: skip
-    db.create_view(
-        "study_tags_summary",
-        f"SELECT s.id AS study_id, s.pmid, s.title, s.year,\n{columns}\nFROM studies s\n"
-        "WHERE s.deleted = 0",
-        replace=True,
-    )
+    _create_tag_views(db, live_only=True)
 
 
 # --- studies: where in the journal (harvest/pubmed_xml.py, medline.py, feed_parse.py) --------
