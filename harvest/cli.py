@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from harvest import __version__, demo, ingest, status, tagging
-from harvest.cli_common import EXIT_LOCKED, ConfigFailure, common_options, open_or_fail
+from harvest.cli_common import (
+    EXIT_LOCKED,
+    CannotWrite,
+    ConfigFailure,
+    common_options,
+    open_or_fail,
+    output_error,
+)
 from harvest.cli_workbench import export_cmd, list_group, serve_cmd
 from harvest.config import ConfigError, Settings
 from harvest.lock import AlreadyRunning, harvest_lock
@@ -22,7 +34,8 @@ if TYPE_CHECKING:
     from harvest.feed_config import FeedsConfig
 
 # Exit statuses cron wrappers can tell apart: EXIT_LOCKED (75, EX_TEMPFAIL: another run
-# holds the lock), EXIT_CONFIG (78, EX_CONFIG, in cli_common) and a failed source (1).
+# holds the lock), EXIT_CONFIG (78, EX_CONFIG, in cli_common), EXIT_CANTCREAT (73, in
+# cli_common: the database or its lock cannot be written) and a failed source (1).
 EXIT_SOURCE_FAILED = 1
 
 
@@ -77,28 +90,60 @@ def run(
     """Harvest every configured source (for cron): PubMed queries, then feeds.
 
     \b
-    Exit status: 0 all sources succeeded; 1 a source failed (the others still ran);
-    2 a bad option such as an unknown --source; 75 another run holds the lock (nothing
-    was done) or the database stayed locked by another writer; 78 the configuration is
-    invalid or NCBI_EMAIL is not set (nothing was done).
+    Exit status: 0 all sources succeeded; 1 a source failed (the others still ran), or
+    the --report could not be built; 2 a bad option such as an unknown --source; 73 the
+    database, its folder or its lock file cannot be written (nothing was done); 75 another
+    run holds the lock (nothing was done) or the database stayed locked by another writer;
+    78 the configuration is invalid or NCBI_EMAIL is not set (nothing was done).
     """
     _configure_logging(quiet=quiet)
     topics, feeds_config, feed_names = _select_sources(settings, sources)
     # Configuration first: a bad setup must not create the database or its lock file.
     client = _eutils_client(settings) if topics else None
+    _check_writable(settings.db_path)  # nor may a database we cannot write
     try:
-        with harvest_lock(settings.db_path):
+        with contextlib.ExitStack() as locked:
+            _take_lock(locked, settings.db_path)
             db = open_or_fail(settings)
             failed = _run_pubmed(db, client, settings, topics, full, reconcile, quiet)
             if feeds_config is not None:
                 failed |= _run_feeds(db, client, settings, feeds_config, feed_names, quiet)
         if make_report:
-            failed |= not _report(settings.db_path, quiet)
+            failed |= _report(settings.db_path, quiet) is None
     except AlreadyRunning as exc:
         click.echo(f"harvest run: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
     if failed:
         sys.exit(EXIT_SOURCE_FAILED)
+
+
+def _check_writable(db_path: Any) -> None:
+    """Refuse (exit 73) before the lock file is made if the database, or the folder where it,
+    its WAL and its lock file live, cannot be written: a harvest would fail on every source."""
+    path = os.fspath(db_path)
+    try:
+        for name in (path, f"{path}.lock"):
+            if os.path.exists(name):
+                os.close(os.open(name, os.O_RDWR))  # opens, never changes, the file
+    except OSError as exc:
+        raise CannotWrite(f"cannot write {exc.filename or path}: {exc.strerror or exc}; "
+                          "nothing was done") from exc  # fmt: skip
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)  # the first existing folder: the rest gets made
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CannotWrite(f"cannot write {db_path}: its folder {folder} is not writable "
+                          "(the database, its WAL and its lock file are made there); "
+                          "nothing was done")  # fmt: skip
+
+
+def _take_lock(stack: contextlib.ExitStack[Any], db_path: Any) -> None:
+    """Enter ``harvest_lock`` on ``stack``; an OS error making the lock file is exit 73."""
+    try:
+        stack.enter_context(harvest_lock(db_path))
+    except OSError as exc:
+        raise CannotWrite(f"cannot create the lock file {exc.filename or f'{db_path}.lock'}: "
+                          f"{exc.strerror or exc}; nothing was done") from exc  # fmt: skip
 
 
 def _select_sources(
@@ -146,18 +191,19 @@ def _feeds_config(settings: Settings) -> FeedsConfig:
         raise ConfigFailure(str(exc)) from exc
 
 
-def _report(db_path: Any, quiet: bool) -> bool:
-    """Build the HTML report; a failure is reported, not raised, after a harvest."""
+def _report(db_path: Any, quiet: bool) -> Path | None:
+    """Build the HTML report and return its path; a failure is reported (None), not raised,
+    after a harvest."""
     from harvest.report import ReportError, build_report
 
     try:
         path = build_report(db_path)
     except ReportError as exc:
         click.echo(f"report: {exc}", err=True)
-        return False
+        return None
     if not quiet:
         click.echo(f"Report written to {path}")
-    return True
+    return path
 
 
 def _eutils_client(settings: Settings) -> Any:
@@ -300,11 +346,19 @@ def status_(settings: Settings) -> None:
     help="Where to build the demo database (rebuilt from scratch).",
 )
 def demo_(db_path: str) -> None:
-    """Build an offline demo database from the bundled sample of real records."""
+    """Build an offline demo database from the bundled sample of real records.
+
+    \b
+    Exit status: 0 built, with its report; 1 PATH is another file (refused, nothing
+    changed), or the database or its report folder cannot be written (the message
+    names the path and the reason); 2 a bad option.
+    """
     try:
         db = demo.build_demo(db_path, on_changed=tagging.tag_studies)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:  # e.g. a folder that cannot be made
+        raise output_error(db_path, exc) from exc
     info = demo.summarize(db)
     click.echo(f"Built {db_path} from the bundled sample of real on-topic records:")
     click.echo(
@@ -316,9 +370,30 @@ def demo_(db_path: str) -> None:
         "SELECT year, title FROM studies ORDER BY year DESC, id LIMIT 5"
     ):
         click.echo(f"  {row['year']}  {row['title'][:90]}")
-    if not _report(db_path, quiet=False):
+    report = _report(db_path, quiet=False)
+    if report is None:
         sys.exit(EXIT_SOURCE_FAILED)
-    click.echo(f"Explore it: harvest status --db {db_path}; harvest export --db {db_path}")
+    harvest, db = _harvest_command(), shlex.quote(db_path)
+    click.echo("Explore it:")
+    click.echo(f"  the \"does it work?\" report, to open in a browser: {report}")
+    click.echo(f"  {harvest} serve --db {db}   # browse and search it in Datasette")
+    click.echo(f"  {harvest} export --db {db} --format markdown -o demo.md   # a bibliography")
+    click.echo(f"  {harvest} status --db {db}")
+
+
+def _harvest_command() -> str:
+    """How to run this ``harvest`` in the hints we print: ``harvest`` when that name on PATH
+    is this program, else the path it was started by (e.g. ``.venv/bin/harvest`` when the
+    virtualenv is not activated), else ``python -m harvest`` with this interpreter."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    running = (os.path.realpath(argv0)
+               if os.path.basename(argv0) == "harvest" and os.path.isfile(argv0) else None)  # fmt: skip
+    on_path = shutil.which("harvest")
+    if on_path and (running is None or os.path.realpath(on_path) == running):
+        return "harvest"
+    if running:
+        return shlex.quote(argv0)
+    return f"{shlex.quote(sys.executable)} -m harvest"
 
 
 @cli.command(name="tag")
@@ -350,13 +425,25 @@ def tag_(
       harvest tag --unset 35420007 intervention=acupuncture
       harvest tag --set doi:10.2522/ptj.20130255 design=rct   # a feed-only study
       harvest tag --explain id:812
+
+    \b
+    Exit status: 0 done; 1 a STUDY that matches nothing; 2 a usage error, such as an
+    unknown facet or value, or --all/--note without --explain/--set/--unset.
     """
     if set_tag and unset_tag:
         raise click.UsageError("give --set or --unset, not both (one tag change per command)")
+    if note is not None and not (set_tag or unset_tag):
+        raise click.UsageError("--note needs --set or --unset (it is stored with that tag change)")
+    if show_all and not (explain_ref or set_tag or unset_tag):
+        raise click.UsageError("--all needs --explain STUDY (or --set/--unset, which explain "
+                               "the study afterwards); without them tag re-tags every study")  # fmt: skip
+    change = None
+    if set_tag or unset_tag:
+        change = _facet_value(*(set_tag or unset_tag), option="--set" if set_tag else "--unset")  # type: ignore[misc]
     db = open_or_fail(settings, create=False)
     try:
-        if set_tag or unset_tag:
-            ref, facet, value = _facet_value(*(set_tag or unset_tag))  # type: ignore[misc]
+        if change:
+            ref, facet, value = change
             if set_tag:
                 tagging.set_manual(db, ref, facet, value, note=note)
             else:
@@ -375,11 +462,20 @@ def tag_(
         raise click.ClickException(str(exc)) from exc
 
 
-def _facet_value(ref: str, pair: str) -> tuple[str, str, str]:
+def _facet_value(ref: str, pair: str, *, option: str) -> tuple[str, str, str]:
+    """STUDY and FACET=VALUE of --set/--unset, the pair checked against the rule set's
+    vocabulary: a typo is a usage error (exit 2) before the database is opened."""
     facet, sep, value = pair.partition("=")
-    if not sep or not facet or not value:
-        raise click.BadParameter(f"expected FACET=VALUE, got {pair!r}")
-    return ref, facet.strip(), value.strip()
+    if not sep or not facet.strip() or not value.strip():
+        raise click.BadParameter(f"expected FACET=VALUE, got {pair!r}", param_hint=option)
+    facet, value = facet.strip(), value.strip()
+    try:
+        tagging.load_ruleset().check_value(facet, value)
+    except tagging.RuleSetError as exc:  # a broken rule file is not the user's typo
+        raise click.ClickException(str(exc)) from exc
+    except tagging.TagError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from exc
+    return ref, facet, value
 
 
 def _explain_line(row: dict[str, Any]) -> str:
@@ -405,6 +501,10 @@ def report_(settings: Settings, out_dir: str | None, quiet: bool) -> None:
     The report answers "does it work?" per intervention and condition from the tagged
     studies: designs, participants, review and trial conclusions, verdicts with reasons.
     It is an automated map of the literature, not medical advice.
+
+    \b
+    Exit status: 0 written; 1 no such database, a notebook failed, or the folder cannot
+    be made or written (the message names the path and the reason); 2 a bad option.
     """
     from harvest.report import ReportError, build_report
 

@@ -16,9 +16,25 @@ from harvest.store import StoreError, open_db
 # 75 is EX_TEMPFAIL in sysexits.h (try again later): another run holds the lock, or
 # another writer held SQLite's write lock past the busy timeout.
 EXIT_LOCKED = 75
+# 73 is EX_CANTCREAT: the database or its lock file cannot be written (a read-only file,
+# folder or file system); nothing was done.
+EXIT_CANTCREAT = 73
 # 78 is EX_CONFIG: the configuration (file or environment) is missing or invalid.
 EXIT_CONFIG = 78
 BUSY_MESSAGE = "database is busy: another process held its write lock too long; try again later"
+
+
+class CannotWrite(click.ClickException):
+    """The database, its folder or its lock file cannot be written: exit status 73."""
+
+    exit_code = EXIT_CANTCREAT
+
+
+def output_error(path: object, exc: OSError, what: str = "cannot write") -> click.ClickException:
+    """An OS error on a path the user gave (or its default), as a message naming the path
+    and the reason instead of a traceback."""
+    where = exc.filename if exc.filename is not None else path
+    return click.ClickException(f"{where}: {what} ({exc.strerror or exc})")
 
 
 class ConfigFailure(click.ClickException):

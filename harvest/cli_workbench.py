@@ -27,6 +27,8 @@ from harvest.store import StoreError
 
 
 _Values = tuple[str, ...]
+# The formats that format citations (export.render passes --style only to these).
+_STYLED_FORMATS = ("markdown", "html")
 
 
 def _tag_values(facet: str) -> Callable[[click.Context, click.Parameter, _Values], _Values]:
@@ -43,6 +45,17 @@ def _tag_values(facet: str) -> Callable[[click.Context, click.Parameter, _Values
     return check
 
 
+def _check_since(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--since must be an ISO date or time: a usage error (exit 2) otherwise."""
+    if value is not None:
+        try:
+            export._since(value)
+        except export.ExportError as exc:
+            raise click.BadParameter(f"{value!r} is not an ISO date (YYYY-MM-DD)",
+                                     ctx=ctx, param=param) from exc  # fmt: skip
+    return value
+
+
 def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The study filters shared by ``export`` and ``list create --from-query``."""
     options = [
@@ -54,7 +67,8 @@ def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Tag value, e.g. low_back_pain (repeat for OR)."),
         click.option("--design", "designs", multiple=True, callback=_tag_values("design"),
                      help="Tag value, e.g. rct, systematic_review (repeat for OR)."),
-        click.option("--since", help="Only studies first stored on or after this date (YYYY-MM-DD)."),
+        click.option("--since", callback=_check_since,
+                     help="Only studies first stored on or after this date (YYYY-MM-DD)."),
         click.option("--search", help="Full-text search: words as written (dry-needling, Gunn's) "
                                       'or FTS5 syntax (AND, OR, NOT, NEAR, "phrase", prefix*).'),
         click.option("--sql", help="Read-only SELECT returning a study_id, id or pmid column."),
@@ -96,8 +110,23 @@ def export_cmd(settings: Settings, fmt: str, list_name: str | None, style: str,
       harvest export --format ris --intervention dry_needling --design rct -o dn-rcts.ris
       harvest export --format markdown --style apa --list "knee OA" -o knee.md
       harvest export --format atom --search 'prolotherapy AND knee' --since 2026-01-01
+
+    \b
+    Exit status: 0 written; 1 a failure at run time (an invalid --search or --sql, an
+    output file that cannot be written); 2 a usage error: an unknown tag value or
+    --list, a --since that is not a date, --style with a format other than markdown/html.
     """
+    ctx = click.get_current_context()
+    if (fmt not in _STYLED_FORMATS
+            and ctx.get_parameter_source("style") != click.core.ParameterSource.DEFAULT):  # fmt: skip
+        raise click.UsageError(f"--style applies to --format {' or '.join(_STYLED_FORMATS)}, "
+                               f"not {fmt} (which has no citation style)")  # fmt: skip
     db = open_or_fail(settings, create=False, read_only=True)
+    if list_name is not None:
+        try:
+            reading_lists.get_list(db, list_name)
+        except reading_lists.ReadingListError as exc:
+            raise click.BadParameter(str(exc), param_hint="--list") from exc
     try:
         records = export.export_records(
             db, list_name=list_name, include_deleted=include_deleted, **_filters(kwargs)
@@ -149,37 +178,60 @@ def list_create(settings: Settings, name: str, description: str | None, from_que
     click.echo(f"created reading list {lst['name']!r} with {len(ids)} studies")
 
 
-@list_group.command(name="add")
+_STUDY_REFS = ("STUDY is a PMID (or pmid:N), doi:10.xxxx/... or id:N (the studies.id of a row "
+               "without a PMID, such as a feed entry; `harvest list show` prints each item's). "
+               "Exit status: 0 done; 1 an unknown list or a STUDY that matches nothing (nothing "
+               "is changed); 2 a usage error.")
+
+
+@list_group.command(name="add", help=f"""Add studies to a reading list.
+
+{_STUDY_REFS}
+
+\b
+Examples:
+  harvest list add "knee OA" 29764447 doi:10.2522/ptj.20130255 --note "to read"
+  harvest list add "knee OA" id:812
+""")
 @common_options
 @click.argument("name")
-@click.argument("pmids", nargs=-1, required=True)
+@click.argument("refs", nargs=-1, required=True, metavar="STUDY...")
 @click.option("--note", help="A note kept with these items (replaces an earlier note).")
-def list_add(settings: Settings, name: str, pmids: tuple[str, ...], note: str | None) -> None:
-    """Add studies to a reading list by PMID."""
+def list_add(settings: Settings, name: str, refs: tuple[str, ...], note: str | None) -> None:
     db = open_or_fail(settings, create=False)
     try:
-        reading_lists.add_items(db, name, list(pmids), note=note)
+        reading_lists.add_items(db, name, list(refs), note=note)
     except reading_lists.ReadingListError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{name}: {len(reading_lists.list_items(db, name))} studies")
 
 
-@list_group.command(name="remove")
+@list_group.command(name="remove", help=f"""Remove studies from a reading list, or delete the list.
+
+{_STUDY_REFS}
+
+\b
+Examples:
+  harvest list remove "knee OA" 29764447 id:812
+  harvest list remove "knee OA" --delete-list
+""")
 @common_options
 @click.argument("name")
-@click.argument("pmids", nargs=-1)
-@click.option("--delete-list", is_flag=True, help="Delete the whole list instead.")
-def list_remove(settings: Settings, name: str, pmids: tuple[str, ...], delete_list: bool) -> None:
-    """Remove studies (by PMID) from a reading list, or delete the list."""
+@click.argument("refs", nargs=-1, metavar="[STUDY...]")
+@click.option("--delete-list", is_flag=True, help="Delete the whole list (give no STUDY).")
+def list_remove(settings: Settings, name: str, refs: tuple[str, ...], delete_list: bool) -> None:
+    if delete_list and refs:
+        raise click.UsageError("give STUDY references to remove, or --delete-list, not both")
+    if not delete_list and not refs:
+        raise click.UsageError("give STUDY references (PMID, doi:..., id:N) to remove, "
+                               "or --delete-list to delete the whole list")  # fmt: skip
     db = open_or_fail(settings, create=False)
     try:
         if delete_list:
             reading_lists.delete_list(db, name)
             click.echo(f"deleted reading list {name!r}")
             return
-        if not pmids:
-            raise click.UsageError("give PMIDs to remove, or --delete-list")
-        removed = reading_lists.remove_items(db, name, list(pmids))
+        removed = reading_lists.remove_items(db, name, list(refs))
     except reading_lists.ReadingListError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{name}: removed {removed}, {len(reading_lists.list_items(db, name))} studies left")
@@ -189,7 +241,11 @@ def list_remove(settings: Settings, name: str, pmids: tuple[str, ...], delete_li
 @common_options
 @click.argument("name", required=False)
 def list_show(settings: Settings, name: str | None) -> None:
-    """Show a reading list's studies and notes (all lists without NAME)."""
+    """Show a reading list's studies and notes (all lists without NAME).
+
+    Each study is shown by the reference `list add/remove` and `tag` take: its PMID, else
+    doi:..., else id:N.
+    """
     db = open_or_fail(settings, create=False, read_only=True)
     if name is None:
         lists = reading_lists.all_lists(db)
@@ -207,7 +263,8 @@ def list_show(settings: Settings, name: str | None) -> None:
     for it in items:
         flags = " [RETRACTED]" if it["retracted"] else ""
         flags += " [deleted]" if it["deleted"] else ""
-        click.echo(f"  PMID {it['pmid'] or '-':>9}  {it['year'] or '    '}  {it['title'][:80]}{flags}")
+        ref = f"PMID {it['pmid']:>9}" if it["pmid"] else it["ref"]  # doi:… or id:N otherwise
+        click.echo(f"  {ref:<14}  {it['year'] or '    '}  {it['title'][:80]}{flags}")
         if it["note"]:
             click.echo(f"      note: {it['note']}")
 

@@ -166,9 +166,9 @@ def _rate_file(value: Any, env: Mapping[str, str], where: str) -> Path:
         return default_rate_file(env)
     if not isinstance(value, str):
         raise ConfigError(f"{where}: [ncbi] rate_file must be a path string, not {value!r}")
-    if value.startswith("~/"):
+    if value == "~" or value.startswith("~/"):
         return _home(env) / value[2:]
-    return Path(value)
+    return Path(value).expanduser()  # ~user/...
 
 
 def _backfill_from(value: Any, where: str) -> str:

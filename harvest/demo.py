@@ -60,7 +60,14 @@ def build_demo(path: str | os.PathLike[str], *, on_changed: OnChanged | None = N
             "(choose another --db path, or remove the file yourself)"
         )
     for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+        old = Path(f"{path}{suffix}")
+        try:
+            old.unlink(missing_ok=True)
+        except OSError as exc:
+            raise store.StoreError(
+                f"{old}: cannot remove the previous demo database ({exc.strerror or exc}); "
+                "choose another --db path"
+            ) from exc
     db = store.open_db(path)
     store.ensure_source(db, SOURCE, kind="sample", query="bundled sample of real records")
     run_id = store.start_run(db, SOURCE)

@@ -31,6 +31,7 @@ import urllib3.exceptions
 from lxml import etree
 
 from harvest import __version__
+from harvest.feeds import transport_cause
 
 __all__ = [
     "ConfigError",
@@ -119,7 +120,8 @@ class EutilsTransientError(EutilsError):
         self.endpoint = endpoint
         self.tries = tries
         self.last_problem = last_problem
-        super().__init__(f"{endpoint}: gave up after {tries} tries; last: {last_problem}")
+        # The cause first: a line cut for display should keep it, not the try count.
+        super().__init__(f"{endpoint}: {last_problem}; gave up after {tries} tries")
 
 
 class EutilsStaleHistory(EutilsError):
@@ -595,7 +597,9 @@ class EutilsClient:
             kind = "body cut short"
         else:
             kind = "connection failed"
-        return f"{kind}: {type(exc).__name__}: {self._scrub(str(exc))[:300]}"
+        # The root cause, not requests' wrapper: its text leads with the whole query URL,
+        # which is long and repeated in every retry line.
+        return f"{kind}: {transport_cause(exc, self._scrub)}"
 
 
 def _parse_retry_after(value: str | None) -> float | None:

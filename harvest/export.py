@@ -10,6 +10,7 @@ format's keyword and note fields so they survive a trip through a reference mana
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html as html_lib
 import io
@@ -121,16 +122,47 @@ def fts_query(text: str | None) -> str:
     """A researcher's search as an FTS5 query: plain words, hyphenated terms and
     apostrophes work as typed, FTS5 syntax still works.
 
-    A term holding characters FTS5 reads as syntax is quoted as a phrase (``dry-needling``
+    A search FTS5 accepts as it is (checked on an empty in-memory index with the same
+    columns) is used unchanged, so every form of its syntax means what FTS5 says. Otherwise
+    it is rewritten: a term holding characters FTS5 reads as syntax is quoted as a phrase (``dry-needling``
     becomes ``"dry-needling"``, which the tokenizer splits into the phrase "dry needling",
     the same tokens the index holds). Kept as they are: "quoted phrases" (an unclosed quote
     is closed), AND, OR, NOT, NEAR(a b, N), prefix*, ^initial, ``+``, parentheses (unbalanced
     ones are dropped or closed) and column filters naming a ``studies_fts`` column
     (``title:needling``, ``-{abstract mesh_text}:knee``). A term next to a parenthesised group
-    gets the AND that FTS5 requires there. An empty search becomes ``""``, which matches
-    nothing; a misplaced operator (``pain AND``) is left for FTS5 to report.
+    gets the AND that FTS5 requires there. A possessive outside quotes (``Gunn's``) searches
+    its bare word (``Gunn``). An empty search becomes ``""``, which matches nothing (callers
+    treat a blank search as no search); a misplaced operator (``pain AND``) is left for FTS5
+    to report.
     """
-    tokens = _FTS_TOKENS.findall("" if text is None else str(text))
+    text = "" if text is None else str(text)
+    if text.strip() and not _POSSESSIVE.search(text) and _fts5_accepts(text):
+        return text
+    return _fts_rewrite(text)
+
+
+# FTS5 takes "Gunn’s" (curly apostrophe) as one bareword, the phrase "gunn s": rewritten.
+_POSSESSIVE = re.compile(r"\w['’]s\b", re.IGNORECASE)
+
+
+# The same columns and tokenizer as studies_fts: FTS5 checks column names when it parses.
+_FTS_PROBE = f"CREATE VIRTUAL TABLE t USING fts5({', '.join(sorted(_FTS_COLUMNS))}, tokenize='porter')"
+
+
+def _fts5_accepts(text: str) -> bool:
+    """Whether FTS5 parses ``text`` (syntax and column names), without touching the data."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as probe:
+        probe.execute(_FTS_PROBE)
+        try:
+            probe.execute("SELECT 1 FROM t WHERE t MATCH ?", (text,)).fetchall()
+        except (sqlite3.Error, UnicodeEncodeError):
+            return False
+    return True
+
+
+def _fts_rewrite(text: str) -> str:
+    """:func:`fts_query` for a search FTS5 rejects as typed."""
+    tokens = _FTS_TOKENS.findall(text)
     out: list[str] = []
     last = ""  # "term" (a term, phrase or ")"), "prefix" (a column filter) or "" (operator)
     depth = 0
@@ -194,9 +226,20 @@ def _fts_columns_ok(filter_text: str) -> bool:
     return bool(names) and all(n.lower() in _FTS_COLUMNS for n in names)
 
 
+# A trailing possessive: "Gunn's", "Gunn’s" (typographic apostrophe).
+_FTS_POSSESSIVE = re.compile(r"(.+?)['\u2019][sS]")
+
+
 def _fts_term(term: str) -> str:
-    """A word as it is (with its prefix ``*`` or initial ``^``), or else quoted as a phrase."""
+    """A word as it is (with its prefix ``*`` or initial ``^``), or else quoted as a phrase.
+
+    A possessive is searched as its bare word: the tokenizer indexes "Gunn's" as gunn + s,
+    so the phrase "gunn s" would miss a plain "Gunn", while gunn finds both.
+    """
     caret, body, star = re.fullmatch(r"(\^?)(.*?)(\*?)", term, re.S).groups()
+    if possessive := _FTS_POSSESSIVE.fullmatch(body):
+        body = possessive[1]
+        term = caret + body + star
     if re.fullmatch(_FTS_WORD, body):
         return term
     if not body:  # "*" or "^" alone: a phrase without words, which FTS5 ignores
@@ -238,7 +281,7 @@ def select_study_ids(
     if since:
         where.append("s.first_seen >= ?")
         args.append(_since(since))
-    if search:
+    if search and search.strip():  # a blank search is no search, as in Datasette
         where.append("s.id IN (SELECT rowid FROM studies_fts WHERE studies_fts MATCH ?)")
         args.append(fts_query(search))
     order = "s.year DESC, s.pub_date DESC, s.id DESC"
@@ -257,7 +300,7 @@ def select_study_ids(
     query = f"SELECT s.id FROM studies s {join} {clause} ORDER BY {order}"
     try:
         return [r[0] for r in db.execute(query, args).fetchall()]
-    except sqlite3.OperationalError as exc:
+    except (sqlite3.OperationalError, UnicodeEncodeError) as exc:  # encode: bytes not UTF-8
         if search:
             raise ExportError(f"search {search!r} is not a valid full-text query: {exc}") from exc
         raise
@@ -428,7 +471,8 @@ def _date_parts(rec: dict[str, Any]) -> list[int]:
 
 
 # A simple page range, each end an optional letter prefix and digits: "101-10", "S61-S68".
-_PAGE_RANGE = re.compile(r"([A-Za-z]*)(\d+)-([A-Za-z]*)(\d+)")
+# At most 9 digits a side: a longer "page" is not a page range (and int() of it is slow).
+_PAGE_RANGE = re.compile(r"([A-Za-z]*)(\d{1,9})-([A-Za-z]*)(\d{1,9})")
 _NLM_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 

@@ -12,6 +12,7 @@ bounded time and memory, never as a hung cron job.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,14 @@ import urllib3.exceptions
 
 from harvest import __version__
 
-__all__ = ["FetchError", "FetchLimits", "FetchResult", "fetch_feed", "user_agent"]
+__all__ = [
+    "FetchError",
+    "FetchLimits",
+    "FetchResult",
+    "fetch_feed",
+    "transport_cause",
+    "user_agent",
+]
 
 # What we ask for: feeds first, then any XML, then anything (servers lie about types).
 ACCEPT = (
@@ -178,13 +186,13 @@ def _get(
         return session.get(url, headers=headers, timeout=timeout, stream=True,
                            allow_redirects=False)  # fmt: skip
     except requests.Timeout as exc:
-        raise FetchError(f"timed out waiting for the server ({_short(exc)})", kind="timeout",
-                         url=url, moved_to=moved_to) from exc  # fmt: skip
+        raise FetchError(f"timed out waiting for the server: {transport_cause(exc)}",
+                         kind="timeout", url=url, moved_to=moved_to) from exc  # fmt: skip
     except (requests.ConnectionError, requests.TooManyRedirects) as exc:
-        raise FetchError(f"connection failed ({_short(exc)})", kind="connection", url=url,
+        raise FetchError(f"connection failed: {transport_cause(exc)}", kind="connection", url=url,
                          moved_to=moved_to) from exc  # fmt: skip
     except requests.RequestException as exc:
-        raise FetchError(f"request failed ({_short(exc)})", kind="connection", url=url,
+        raise FetchError(f"request failed: {transport_cause(exc)}", kind="connection", url=url,
                          moved_to=moved_to) from exc  # fmt: skip
 
 
@@ -228,11 +236,12 @@ def _read_body(
     except FetchError:
         raise
     except (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
-        raise FetchError(f"timed out reading the body ({_short(exc)}; {len(buf):,} bytes read)",
-                         kind="timeout", url=url, moved_to=moved_to) from exc  # fmt: skip
+        raise FetchError(f"timed out reading the body ({len(buf):,} bytes read): "
+                         f"{transport_cause(exc)}", kind="timeout", url=url,
+                         moved_to=moved_to) from exc  # fmt: skip
     except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
         # ProtocolError/IncompleteRead: the server closed before the promised length.
-        raise FetchError(f"body broken off ({_short(exc)}; {len(buf):,} bytes read)",
+        raise FetchError(f"body broken off ({len(buf):,} bytes read): {transport_cause(exc)}",
                          kind="connection", url=url, moved_to=moved_to) from exc  # fmt: skip
     return bytes(buf)
 
@@ -241,6 +250,42 @@ def _lower(headers: requests.structures.CaseInsensitiveDict[str]) -> dict[str, s
     return {k.lower(): v for k, v in headers.items()}
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+# urllib3 starts its messages with the pool or connection ("HTTPConnectionPool(host='h',
+# port=80): ") and MaxRetryError adds " with url: <path and query>".
+_POOL_PREFIX = re.compile(r"^HTTPS?Connection(?:Pool)?\(host='([^']*)', port=(\d+)\):\s*")
+_WITH_URL = re.compile(r" with url: \S+")
+CAUSE_CHARS = 200
+
+
+def transport_cause(exc: BaseException, scrub: Callable[[str], str] = str) -> str:
+    """The cause of a requests/urllib3 transport error, without the request's URL.
+
+    requests wraps urllib3's MaxRetryError, whose text leads with the whole URL (for
+    E-utilities, a long query), so a message cut to length kept the URL and lost the
+    cause. This digs to the root ("Failed to resolve 'host'", "Connection refused") and
+    names its type, e.g. ``Failed to resolve 'x.invalid' ([Errno -2] ...)
+    (NameResolutionError)``. ``scrub`` runs before the cut, so half a secret never survives.
+    """
+    inner = exc
+    for _ in range(5):  # a few wrappers deep at most; never loop on a cycle
+        if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
+            inner = inner.reason
+        elif (
+            isinstance(inner, requests.RequestException)
+            and inner.args
+            and isinstance(inner.args[0], BaseException)
+        ):
+            inner = inner.args[0]
+        else:
+            break
+    text = _WITH_URL.sub("", str(inner)).strip()
+    prefix = _POOL_PREFIX.match(text)
+    if prefix:
+        host, port = prefix.groups()
+        text = text[prefix.end() :]
+        if host not in text:  # "Connection refused" alone does not say where
+            text = f"{host}:{port}: {text}"
+    name = type(inner).__name__
+    text = scrub(f"{text} ({name})" if text and name not in text else (text or name))
+    return text if len(text) <= CAUSE_CHARS else text[: CAUSE_CHARS - 3] + "..."
+

@@ -19,7 +19,7 @@ from harvest.store import utcnow, write_tx
 
 
 class ReadingListError(Exception):
-    """An unknown list, a duplicate name or an unknown PMID."""
+    """An unknown list, a duplicate name or a study reference that matches nothing."""
 
 
 def _tx(db: Database) -> Any:
@@ -69,32 +69,38 @@ def _add_ids(db: Database, list_id: int, ids: Sequence[int], *, note: str | None
     return added
 
 
-def _study_ids(db: Database, pmids: Sequence[str]) -> list[int]:
+def _study_ids(db: Database, refs: Sequence[str]) -> list[int]:
+    """The studies.id of each reference, as ``harvest tag`` reads them: a bare number or
+    ``pmid:N`` a PMID, ``doi:10.xxxx/...`` a DOI, ``id:N`` the row (a feed-only study)."""
+    from harvest.tagging import TagError, resolve_study  # lazily: tagging is the larger module
+
     ids = []
-    for pmid in pmids:
-        row = db.execute("SELECT id FROM studies WHERE pmid = ?", [str(pmid).strip()]).fetchone()
-        if row is None:
-            raise ReadingListError(f"unknown PMID {pmid}: no such study in the database")
-        ids.append(row[0])
+    for ref in refs:
+        try:
+            ids.append(resolve_study(db, ref))
+        except TagError as exc:
+            raise ReadingListError(str(exc)) from exc
     return ids
 
 
-def add_items(db: Database, name: str, pmids: Sequence[str], *, note: str | None = None) -> int:
-    """Add studies by PMID (all or none); a note replaces the item's earlier note."""
+def add_items(db: Database, name: str, refs: Sequence[str], *, note: str | None = None) -> int:
+    """Add studies by reference (PMID, ``doi:…``, ``id:N``; all or none); a note replaces
+    the item's earlier note."""
     now = utcnow()
     with _tx(db):
         lst = get_list(db, name)
-        count = _add_ids(db, lst["id"], _study_ids(db, pmids), note=note, now=now)
+        count = _add_ids(db, lst["id"], _study_ids(db, refs), note=note, now=now)
         db.execute("UPDATE reading_lists SET updated = ? WHERE id = ?", [now, lst["id"]])
     return count
 
 
-def remove_items(db: Database, name: str, pmids: Sequence[str]) -> int:
-    """Remove studies by PMID; returns how many were on the list."""
+def remove_items(db: Database, name: str, refs: Sequence[str]) -> int:
+    """Remove studies by reference (PMID, ``doi:…``, ``id:N``); returns how many were on
+    the list."""
     with _tx(db):
         lst = get_list(db, name)
         removed = 0
-        for sid in _study_ids(db, pmids):
+        for sid in _study_ids(db, refs):
             removed += db.execute(
                 "DELETE FROM reading_list_items WHERE list_id = ? AND study_id = ?", [lst["id"], sid]
             ).rowcount
@@ -110,16 +116,20 @@ def delete_list(db: Database, name: str) -> None:
 
 
 def list_items(db: Database, name: str) -> list[dict[str, Any]]:
-    """The list's studies in the order they were added, with notes and current titles."""
+    """The list's studies in the order they were added, with notes and current titles;
+    ``ref`` is how to name each one to ``harvest list``/``tag`` (PMID, else doi:, else id:)."""
     lst = get_list(db, name)
-    return list(
+    rows = list(
         db.query(
-            "SELECT s.id AS study_id, s.pmid, s.year, s.title, s.retracted, s.deleted, i.note, "
+            "SELECT s.id AS study_id, s.pmid, s.doi, s.year, s.title, s.retracted, s.deleted, i.note, "
             "i.added FROM reading_list_items i JOIN studies s ON s.id = i.study_id "
             "WHERE i.list_id = ? ORDER BY i.added, s.id",
             [lst["id"]],
         )
     )
+    for row in rows:
+        row["ref"] = row["pmid"] or (f"doi:{row['doi']}" if row["doi"] else f"id:{row['study_id']}")
+    return rows
 
 
 def all_lists(db: Database) -> list[dict[str, Any]]:

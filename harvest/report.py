@@ -13,6 +13,7 @@ Nothing here prints; the CLI (``harvest report`` in ``harvest/cli.py``) does.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import html
 import io
@@ -407,10 +408,28 @@ def build_report(db_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     except StoreError as exc:
         raise ReportError(str(exc)) from exc
     out = Path(out_dir) if out_dir is not None else db_path.resolve().parent / "reports"
-    out.mkdir(parents=True, exist_ok=True)
-    nb = execute_notebook(report_notebook(), db_path, timeout=timeout)
     target = out / REPORT_NAME.format(stem=db_path.stem)
     tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(to_html(nb), encoding="utf-8")
-    tmp.replace(target)  # a reader never sees half a report
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp.touch()  # the folder is writable: find out before the notebooks' minute of work
+    except OSError as exc:
+        raise _output_error(out, exc) from exc
+    try:
+        nb = execute_notebook(report_notebook(), db_path, timeout=timeout)
+        try:
+            tmp.write_text(to_html(nb), encoding="utf-8")
+            tmp.replace(target)  # a reader never sees half a report
+        except OSError as exc:
+            raise _output_error(out, exc) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # gone after replace; left only by a failure
     return target
+
+
+def _output_error(out: Path, exc: OSError) -> ReportError:
+    """A report folder that cannot be made or written (missing parent, no permission, a
+    file where the folder should be, a full disk), as a message naming the path."""
+    where = exc.filename or out
+    return ReportError(f"cannot write the report to {where}: {exc.strerror or exc}")

@@ -242,8 +242,7 @@ def m201_tags_views(db: Database) -> None:
 
 def _create_tag_views(db: Database, *, live_only: bool) -> None:
     """``study_tags_effective`` and ``study_tags_summary`` for m201 and m202, which differ
-    only by ``live_only``: m202 leaves deleted studies (tombstones) out."""
-    live = "s.deleted = 0 AND " if live_only else ""
+    only by ``live_only``: m202 leaves deleted studies (tombstones) out of the summary."""
     # What a study is tagged, after researchers' overrides, in SQL so that Datasette shows
     # what the export carries. A manual tag replaces every automatic value of a single-valued
     # facet; a manual "unset" (negated = 1) hides that automatic value; manual wins over an
@@ -254,7 +253,7 @@ def _create_tag_views(db: Database, *, live_only: bool) -> None:
         SELECT t.study_id, s.pmid, t.facet, t.value, t.detail, t.origin, t.rule_id,
                t.ruleset_version, t.evidence, t.created
         FROM tags t JOIN studies s ON s.id = t.study_id
-        WHERE {live}t.negated = 0 AND (
+        WHERE t.negated = 0 AND (
           t.origin = 'manual' OR (
             NOT EXISTS (SELECT 1 FROM tags m WHERE m.study_id = t.study_id AND m.facet = t.facet
                         AND m.value = t.value AND m.origin = 'manual')
@@ -373,9 +372,9 @@ def m401_pending_pmids(db: Database) -> None:
 
 @migrations()
 def m202_tags_views_live_studies(db: Database) -> None:
-    # m201's two views, without deleted studies (tombstones): studies_tagged, synthesis and
-    # the exports' default already leave them out, and a tombstone's tags (manual ones are
-    # kept for when the record comes back) must not count in Datasette's tag facets either.
+    # study_tags_summary without deleted studies (tombstones), like studies_tagged: a
+    # tombstone must not count in Datasette's per-study tag facets. study_tags_effective
+    # keeps them: it is what a study is tagged, and `export --include-deleted` reads it.
     _create_tag_views(db, live_only=True)
 
 

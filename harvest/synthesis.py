@@ -434,6 +434,11 @@ def _trials_stated(cell: Cell) -> int:
     return fav + against + inc
 
 
+def _unsized_stated(cell: Cell) -> int:
+    """Trials with a stated conclusion whose sample size was not extracted."""
+    return sum(1 for s in cell.trials if s.conclusion in STATED and not s.sample_size)
+
+
 def _reviews_fav(cell: Cell) -> int:
     return _decisive(cell, cell.reviews)[0]
 
@@ -525,6 +530,14 @@ VERDICT_RULES: tuple[VerdictRule, ...] = (
         "find no difference, favour the control or report harm, and the rest call the evidence "
         "inconclusive",
         lambda c: _reviews_inconclusive(c) > 0,
+    ),
+    VerdictRule(
+        "V11", "insufficient evidence",
+        f"no review with a stated conclusion; {MIN_TRIALS} or more randomized trials with a "
+        f"stated conclusion, but fewer than {MIN_PARTICIPANTS} randomized participants known "
+        "in them and the sample size of some not extracted, so their size is unknown",
+        lambda c: _trials_stated(c) >= MIN_TRIALS
+        and _participants(c.trials) < MIN_PARTICIPANTS and _unsized_stated(c) > 0,
     ),
     VerdictRule(
         "V6", "insufficient evidence",

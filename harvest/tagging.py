@@ -1685,8 +1685,10 @@ _INSERT = (
     "evidence, negated, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
 )
 _BATCH = 500
-# Tombstoned studies are not tagged (the views in schema.py hide them too).
+# Tombstoned studies are not re-tagged: they keep the tags they had when deleted, which
+# `export --include-deleted` shows (study_tags_summary and studies_tagged hide them).
 _LIVE = "coalesce(deleted, 0) = 0"
+_LIVE_IDS = f"study_id IN (SELECT id FROM studies WHERE {_LIVE})"
 
 
 def tag_studies(
@@ -1695,8 +1697,9 @@ def tag_studies(
 ) -> int:  # fmt: skip
     """Re-tag these studies (all when None): replace their automatic tags, keep manual ones.
 
-    Deleted studies (tombstones) lose their automatic tags and get no new ones; their manual
-    tags stay, so a researcher's work is there again if the record comes back.
+    Deleted studies (tombstones) are left as they are: their tags, automatic and manual,
+    stay as they were when the record was deleted, and are in force again (re-tagged) if
+    the record comes back.
 
     Runs inside the caller's transaction when one is open (the harvesters call it in the
     batch transaction, so a batch and its tags commit together); otherwise takes its own.
@@ -1712,7 +1715,7 @@ def tag_studies(
     with ctx:
         conn = db.conn
         if study_ids is None:
-            conn.execute("DELETE FROM tags WHERE origin IN ('nlm', 'rule')")
+            conn.execute(f"DELETE FROM tags WHERE origin IN ('nlm', 'rule') AND {_LIVE_IDS}")
             total = conn.execute(f"SELECT count(*) FROM studies WHERE {_LIVE}").fetchone()[0]
             cursor = conn.execute(f"SELECT {cols} FROM studies WHERE {_LIVE} ORDER BY id")
             chunks = iter(lambda: cursor.fetchmany(_BATCH), [])
@@ -1727,7 +1730,8 @@ def tag_studies(
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
             conn.execute(
-                f"DELETE FROM tags WHERE origin IN ('nlm', 'rule') AND study_id IN ({marks})", chunk
+                f"DELETE FROM tags WHERE origin IN ('nlm', 'rule') AND study_id IN ({marks}) "
+                f"AND {_LIVE_IDS}", chunk
             )
             rows = conn.execute(
                 f"SELECT {cols} FROM studies WHERE id IN ({marks}) AND {_LIVE}", chunk
@@ -1816,8 +1820,11 @@ def resolve_study(db: Database, ref: str | int) -> int:
     raise TagError(f"not a study reference: {text!r}; give {STUDY_REF_HELP}")
 
 
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
 def _by_pmid(db: Database, pmid: str) -> int:
-    if not pmid.isdigit():
+    if not _ASCII_DIGITS.fullmatch(pmid):  # str.isdigit() also takes "²" and "١"
         raise TagError(f"not a study reference: {pmid!r}; give {STUDY_REF_HELP}")
     row = db.execute("SELECT id FROM studies WHERE pmid = ?", [pmid]).fetchone()
     if row is None:
@@ -1826,7 +1833,8 @@ def _by_pmid(db: Database, pmid: str) -> int:
 
 
 def _by_row_id(db: Database, sid: str) -> int:
-    row = db.execute("SELECT id FROM studies WHERE id = ?", [int(sid)]).fetchone() if sid.isdigit() else None
+    row = (db.execute("SELECT id FROM studies WHERE id = ?", [int(sid)]).fetchone()
+           if _ASCII_DIGITS.fullmatch(sid) else None)  # fmt: skip
     if row is None:
         raise TagError(f"unknown study id:{sid}: no such row in the studies table")
     return int(row[0])

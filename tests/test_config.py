@@ -107,6 +107,8 @@ def test_the_rate_file_from_the_file_and_the_environment(tmp_path):
     path.write_text('[ncbi]\nrate_file = "~/shared/ncbi.rate"\n[topics.x]\nquery = "a"\n')
     env = {"HOME": str(tmp_path)}
     assert load_settings(path, env=env).ncbi.rate_file == tmp_path / "shared" / "ncbi.rate"
+    env["NCBI_RATE_FILE"] = "~"  # the home folder itself, never a folder named "~" here
+    assert load_settings(path, env=env).ncbi.rate_file == tmp_path
     env["NCBI_RATE_FILE"] = "/var/tmp/ncbi.rate"  # environment beats the file
     assert load_settings(path, env=env).ncbi.rate_file == Path("/var/tmp/ncbi.rate")
     path.write_text('[ncbi]\nrate_file = 3\n[topics.x]\nquery = "a"\n')

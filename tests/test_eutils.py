@@ -518,6 +518,41 @@ def test_connection_refused_is_retried_then_reported() -> None:
     assert client.requests_made == 3 and len(client.retry_delays) == 2 and info.value.tries == 3
 
 
+# A query long enough that requests' "Max retries exceeded with url: ..." filled the old
+# 300-character cut, leaving no room for the cause.
+LONG_TERM = " OR ".join(f'"intramuscular stimulation {n}"[tiab]' for n in range(12))
+
+
+def test_a_refused_connection_names_the_cause_not_the_query_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = _closed_port_url()
+    port = url.split(":")[2].split("/")[0]
+    client = make_client(url, max_tries=2)
+    with pytest.raises(EutilsTransientError) as info:
+        client.esearch(LONG_TERM)
+    message = str(info.value)
+    assert message.startswith("esearch: connection failed: ")
+    assert "Connection refused" in message and f"127.0.0.1:{port}" in message
+    assert "esearch.fcgi" not in message and "intramuscular" not in message
+    assert message.endswith("gave up after 2 tries")
+    # The retry line carries the same short cause, not the URL.
+    retry_line = caplog.records[-1].getMessage()
+    assert "Connection refused" in retry_line and "intramuscular" not in retry_line
+
+
+def test_an_unresolvable_host_names_the_cause_not_the_query_url() -> None:
+    # .invalid never resolves (RFC 6761), so this fails the same offline and online.
+    client = make_client("http://eutils.doesitwork.invalid/entrez/eutils/", max_tries=1)
+    with pytest.raises(EutilsTransientError) as info:
+        client.esearch(LONG_TERM)
+    message = str(info.value)
+    assert message.startswith(
+        "esearch: connection failed: Failed to resolve 'eutils.doesitwork.invalid'"
+    )
+    assert "(NameResolutionError)" in message and "intramuscular" not in message
+
+
 # -- slow and oversized replies: a whole-reply budget and a size cap ----------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import tracemalloc
 
@@ -193,3 +194,31 @@ def test_gzip_bomb_is_cut_at_the_decoded_size(feed_host, session):
         tracemalloc.stop()
     assert exc.value.kind == "too-large"
     assert peak < 40_000_000
+
+
+# -- connection failures say why, not where ----------------------------------------------
+
+LONG_PATH = "/feeds/" + "very-long-journal-section-name/" * 8 + "rss.xml?format=rss&limit=100"
+
+
+def test_a_refused_connection_names_the_cause(session):
+    with socket.socket() as s:  # a port nobody listens on any more
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(FetchError) as exc:
+        fetch_feed(session, f"http://127.0.0.1:{port}{LONG_PATH}", limits=FAST)
+    assert exc.value.kind == "connection"
+    message = str(exc.value)
+    assert message.startswith("connection failed: ") and "Connection refused" in message
+    assert "very-long-journal" not in message  # the URL is on the error already
+
+
+def test_an_unresolvable_host_names_the_cause(session):
+    # .invalid never resolves (RFC 6761), so this fails the same offline and online.
+    with pytest.raises(FetchError) as exc:
+        fetch_feed(session, f"https://feeds.doesitwork.invalid{LONG_PATH}", limits=FAST)
+    assert exc.value.kind == "connection"
+    assert str(exc.value).startswith(
+        "connection failed: Failed to resolve 'feeds.doesitwork.invalid'"
+    )
+    assert "(NameResolutionError)" in str(exc.value)

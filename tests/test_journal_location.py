@@ -332,6 +332,7 @@ def test_apa_gets_volume_issue_and_full_pages():
         ("110-9", "110", "119"),
         ("", None, None),
         (None, None, None),
+        ("1" * 5000 + "-2", "1" * 5000 + "-2", None),  # not a page range: kept whole, no error
     ],
 )
 def test_page_range(pages, first, last):

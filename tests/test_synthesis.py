@@ -167,6 +167,8 @@ SCENARIOS = {
            rct(P2004, "no_difference", size=40)],
     "V4": [review(P2017, "no_difference"), rct(P2013, size=200)],
     "V5": [review(P2017, "inconclusive"), review(P2021, None), rct(P2013)],
+    # enough trials, but too few participants known and the size of one never extracted
+    "V11": [rct(P2013, size=40), rct(P2020, size=None), rct(P2024, size=30)],
     "V6": [review(P2017, None), rct(P2013, size=30), rct(P2020, size=30)],
     "V7": [rct(P2004), rct(P2013), rct(P2020, "inconclusive"), rct(P2024)],
     "V8": [rct(P2004, "no_difference"), rct(P2013, "favours_control"), rct(P2020, "harm")],
@@ -288,7 +290,8 @@ def test_unknown_sample_sizes_are_unknown_not_zero(tmp_path: Path) -> None:
                                        rct(P2024, "no_difference", size=None)]))  # fmt: skip
     assert cell.randomized_participants is None and cell.trials_with_size == 0
     v = cell.verdict
-    assert (v.rule_id, v.label) == ("V6", "insufficient evidence")  # verdict logic unchanged
+    # not V6's "fewer than 100 participants": the number is unknown, and V11 says so
+    assert (v.rule_id, v.label) == ("V11", "insufficient evidence")
     assert v.reasons[1].startswith("3 randomized trials; participants: unknown for 3 of 3 trials "
                                    "(no sample size extracted); conclusions: 1 in favour")
     assert v.reasons[2].startswith("randomized participants by trial conclusion: unknown, as no "

@@ -244,7 +244,7 @@ def test_cli_list_and_export(db_path: Path, tmp_path: Path) -> None:
     r = run(cli, ["export", "--search", "NEAR(", "--db", str(db_file)])
     assert r.exit_code == 1 and "not a valid full-text query" in r.output
     r = run(cli, ["export", "--list", "nope", "--db", str(db_file)])
-    assert r.exit_code == 1 and "no reading list named 'nope'" in r.output
+    assert r.exit_code == 2 and "no reading list named 'nope'" in r.output
     r = run(cli, ["list", "remove", "dn rcts", "38705988", "--db", str(db_file)])
     assert r.exit_code == 0 and f"{n} studies left" in r.output
     r = run(cli, ["serve", "--db", str(db_file), "--print-command", "--host", "0.0.0.0"])

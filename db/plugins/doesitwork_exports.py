@@ -8,6 +8,8 @@ default "escaped" search mode, and the "Search studies" query applies to ``q``) 
 by ``harvest.export.fts_query``, the reading ``harvest export --search`` uses: words as typed
 (``dry-needling``, ``Gunn's``) and FTS5 syntax (OR, NEAR, "phrases", prefix*) both work.
 Datasette's own escaping quotes every word, so OR and NEAR would be searched as words.
+A blank ``?_search=`` (or ``?_search_<column>=``) is dropped before Datasette reads it, so an
+empty search box means no search (all rows), not a search for nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote_plus, urlencode
 
 from datasette import hookimpl
 from datasette.utils.asgi import BadRequest, Response
@@ -171,6 +173,39 @@ def _make_render(fmt: str):
 @hookimpl(trylast=True)  # after Datasette's own escape_fts, so that this one is kept
 def prepare_connection(conn: Any) -> None:
     conn.create_function("escape_fts", 1, export.fts_query, deterministic=True)
+
+
+def _drop_blank_searches(query_string: bytes) -> bytes:
+    """The query string without ``_search``/``_search_<column>`` arguments that hold no words.
+
+    Datasette 0.65 turns a present but empty ``_search`` into a MATCH (no rows, "search
+    matches \"\""); submitting the table page's search box empty sends exactly that.
+    The other arguments are kept byte for byte.
+    """
+    parts = query_string.split(b"&")
+    kept = []
+    for part in parts:
+        key, _, value = part.partition(b"=")
+        name = unquote_plus(key.decode("latin-1"))
+        if (name == "_search" or name.startswith("_search_")) and not unquote_plus(
+            value.decode("latin-1")
+        ).strip():
+            continue
+        kept.append(part)
+    return b"&".join(kept) if len(kept) != len(parts) else query_string
+
+
+@hookimpl
+def asgi_wrapper(datasette: Any) -> Any:
+    def wrap(app: Any) -> Any:
+        async def blank_search_is_no_search(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope.get("type") == "http" and b"_search" in scope.get("query_string", b""):
+                scope = {**scope, "query_string": _drop_blank_searches(scope["query_string"])}
+            await app(scope, receive, send)
+
+        return blank_search_is_no_search
+
+    return wrap
 
 
 @hookimpl
