@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
-from workbench_fixture import LIST_NAME, LIST_NOTE, LIST_PMIDS, build_fixture_db
+from workbench_fixture import (
+    LIST_NAME, LIST_NOTE, LIST_PMIDS, build_fixture_db, datasette_for, expected, get, rows,
+)
 
 pytest.importorskip("datasette")
 from datasette.app import Datasette  # noqa: E402
@@ -25,29 +25,7 @@ def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ds(db_path: Path) -> Datasette:
-    meta = serve.build_metadata(serve.DEFAULT_METADATA, "evidence")
-    return Datasette([str(db_path)], metadata=meta, plugins_dir=str(serve.DEFAULT_PLUGINS_DIR),
-                     settings={"sql_time_limit_ms": 2000, "facet_time_limit_ms": 1000})  # fmt: skip
-
-
-def get(ds: Datasette, path: str) -> Any:
-    return asyncio.run(ds.client.get(path))
-
-
-def rows(ds: Datasette, path: str) -> list[dict[str, Any]]:
-    r = get(ds, path + ("&" if "?" in path else "?") + "_shape=objects&_size=max")
-    assert r.status_code == 200, r.text
-    return r.json()["rows"]
-
-
-def expected(db_path: Path, sql: str, args: list[Any] | None = None) -> list[Any]:
-    from harvest.store import open_db
-
-    db = open_db(db_path)
-    try:
-        return [r[0] for r in db.execute(sql, args or []).fetchall()]
-    finally:
-        db.conn.close()
+    return datasette_for(db_path)
 
 
 def test_metadata_titles_every_table_and_view(ds: Datasette, db_path: Path) -> None:

@@ -7,7 +7,6 @@ command. The tests against the larger real-data fixture are in test_workbench_da
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import shlex
@@ -19,7 +18,9 @@ from urllib.parse import quote_plus
 
 import pytest
 from click.testing import CliRunner
-from workbench_fixture import LIST_NAME, LIST_NOTE, LIST_PMIDS, build_demo_fixture_db
+from workbench_fixture import (
+    LIST_NAME, LIST_NOTE, LIST_PMIDS, build_demo_fixture_db, datasette_for, expected, get, rows,
+)
 
 pytest.importorskip("datasette")
 from datasette.app import Datasette  # noqa: E402
@@ -35,27 +36,7 @@ def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ds(db_path: Path) -> Datasette:
-    meta = serve.build_metadata(serve.DEFAULT_METADATA, "evidence")
-    return Datasette([str(db_path)], metadata=meta, plugins_dir=str(serve.DEFAULT_PLUGINS_DIR),
-                     settings={"sql_time_limit_ms": 2000, "facet_time_limit_ms": 1000})  # fmt: skip
-
-
-def get(ds: Datasette, path: str) -> Any:
-    return asyncio.run(ds.client.get(path))
-
-
-def rows(ds: Datasette, path: str) -> list[dict[str, Any]]:
-    r = get(ds, path + ("&" if "?" in path else "?") + "_shape=objects&_size=max")
-    assert r.status_code == 200, r.text[:500]
-    return r.json()["rows"]
-
-
-def expected(db_path: Path, sql: str, args: list[Any] | None = None) -> list[Any]:
-    conn = sqlite3.connect(db_path)
-    try:
-        return [r[0] for r in conn.execute(sql, args or []).fetchall()]
-    finally:
-        conn.close()
+    return datasette_for(db_path)
 
 
 def fts(db_path: Path, match: str) -> list[int]:

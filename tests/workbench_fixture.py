@@ -11,8 +11,11 @@ so the basic workbench tests also run in a user's clone.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from datafiles import SHARED_DATA
@@ -82,3 +85,38 @@ def build_demo_fixture_db(path: Path) -> Path:
     reading_lists.add_items(db, LIST_NAME, LIST_PMIDS, note=LIST_NOTE)
     db.conn.close()
     return path
+
+
+# --- reading the fixture through Datasette, as `harvest serve` runs it ---------------------
+
+
+def datasette_for(db_path: Path) -> Any:
+    """Datasette on ``db_path`` named "evidence", with our metadata and plugins. The time
+    limits are generous so that facet suggestions do not depend on the machine's load."""
+    from datasette.app import Datasette
+
+    from harvest import serve
+
+    meta = serve.build_metadata(serve.DEFAULT_METADATA, "evidence")
+    return Datasette([str(db_path)], metadata=meta, plugins_dir=str(serve.DEFAULT_PLUGINS_DIR),
+                     settings={"sql_time_limit_ms": 2000, "facet_time_limit_ms": 1000,
+                               "facet_suggest_time_limit_ms": 1000})  # fmt: skip
+
+
+def get(ds: Any, path: str) -> Any:
+    return asyncio.run(ds.client.get(path))
+
+
+def rows(ds: Any, path: str) -> list[dict[str, Any]]:
+    r = get(ds, path + ("&" if "?" in path else "?") + "_shape=objects&_size=max")
+    assert r.status_code == 200, r.text[:500]
+    return r.json()["rows"]
+
+
+def expected(db_path: Path, sql: str, args: list[Any] | None = None) -> list[Any]:
+    """The first column of ``sql`` read straight from the file: what a page should show."""
+    conn = sqlite3.connect(db_path)
+    try:
+        return [r[0] for r in conn.execute(sql, args or []).fetchall()]
+    finally:
+        conn.close()
