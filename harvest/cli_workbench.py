@@ -180,8 +180,8 @@ def list_create(settings: Settings, name: str, description: str | None, from_que
 
 _STUDY_REFS = ("STUDY is a PMID (or pmid:N), doi:10.xxxx/... or id:N (the studies.id of a row "
                "without a PMID, such as a feed entry; `harvest list show` prints each item's). "
-               "Exit status: 0 done; 1 an unknown list or a STUDY that matches nothing (nothing "
-               "is changed); 2 a usage error.")
+               "Exit status: 0 done; 1 a STUDY that matches nothing (nothing is changed); 2 a "
+               "usage error, such as an unknown list NAME.")
 
 
 @list_group.command(name="add", help=f"""Add studies to a reading list.
@@ -199,11 +199,20 @@ Examples:
 @click.option("--note", help="A note kept with these items (replaces an earlier note).")
 def list_add(settings: Settings, name: str, refs: tuple[str, ...], note: str | None) -> None:
     db = open_or_fail(settings, create=False)
+    _require_list(db, name)
     try:
         reading_lists.add_items(db, name, list(refs), note=note)
     except reading_lists.ReadingListError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{name}: {len(reading_lists.list_items(db, name))} studies")
+
+
+def _require_list(db: Any, name: str) -> None:
+    """An unknown list NAME is a bad argument (exit 2), as an unknown ``export --list`` is."""
+    try:
+        reading_lists.get_list(db, name)
+    except reading_lists.ReadingListError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from exc
 
 
 @list_group.command(name="remove", help=f"""Remove studies from a reading list, or delete the list.
@@ -226,6 +235,7 @@ def list_remove(settings: Settings, name: str, refs: tuple[str, ...], delete_lis
         raise click.UsageError("give STUDY references (PMID, doi:..., id:N) to remove, "
                                "or --delete-list to delete the whole list")  # fmt: skip
     db = open_or_fail(settings, create=False)
+    _require_list(db, name)
     try:
         if delete_list:
             reading_lists.delete_list(db, name)
@@ -255,6 +265,7 @@ def list_show(settings: Settings, name: str | None) -> None:
             click.echo(f"{lst['name']}: {lst['items']} studies"
                        + (f" — {lst['description']}" if lst["description"] else ""))  # fmt: skip
         return
+    _require_list(db, name)
     try:
         items = reading_lists.list_items(db, name)
     except reading_lists.ReadingListError as exc:

@@ -122,13 +122,17 @@ def list_items(db: Database, name: str) -> list[dict[str, Any]]:
     rows = list(
         db.query(
             "SELECT s.id AS study_id, s.pmid, s.doi, s.year, s.title, s.retracted, s.deleted, i.note, "
-            "i.added FROM reading_list_items i JOIN studies s ON s.id = i.study_id "
+            "i.added, (SELECT count(*) FROM studies d WHERE d.doi = s.doi AND d.deleted = 0) "
+            "AS live_with_doi FROM reading_list_items i JOIN studies s ON s.id = i.study_id "
             "WHERE i.list_id = ? ORDER BY i.added, s.id",
             [lst["id"]],
         )
     )
     for row in rows:
-        row["ref"] = row["pmid"] or (f"doi:{row['doi']}" if row["doi"] else f"id:{row['study_id']}")
+        # doi: only where it names this study alone (resolve_study refuses a shared DOI)
+        live_with_doi = row.pop("live_with_doi")
+        unique_doi = row["doi"] and not row["deleted"] and live_with_doi == 1
+        row["ref"] = row["pmid"] or (f"doi:{row['doi']}" if unique_doi else f"id:{row['study_id']}")
     return rows
 
 

@@ -69,7 +69,7 @@ def notebook_db() -> Database:
     if not path.is_absolute() and not path.exists():  # Jupyter's cwd is notebooks/
         beside = notebooks_dir().parent / path
         path = beside if beside.exists() else path
-    return open_db(path, create=False)
+    return open_db(path, create=False, read_only=True)  # a shared snapshot is fine
 
 
 def png(fig: Figure, alt: str | None = None) -> Any:
@@ -404,7 +404,8 @@ def build_report(db_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     """
     db_path = Path(db_path)
     try:
-        open_db(db_path, create=False).conn.close()  # exists, is ours, schema up to date
+        # exists, is ours, schema up to date (a file we may not write is read as it is)
+        open_db(db_path, create=False, read_only=True).conn.close()
     except StoreError as exc:
         raise ReportError(str(exc)) from exc
     out = Path(out_dir) if out_dir is not None else db_path.resolve().parent / "reports"

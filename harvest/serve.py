@@ -115,7 +115,7 @@ def prepare(options: ServeOptions, directory: Path | None = None) -> list[str]:
         raise ServeError(f"{db_path}: no such database (run `harvest run`, `import` or `demo`)")
     if not options.plugins_dir.is_dir():
         raise ServeError(f"{options.plugins_dir}: no such Datasette plugins folder")
-    open_db(db_path, create=False).conn.close()
+    open_db(db_path, create=False, read_only=True).conn.close()  # Datasette only reads
     meta = build_metadata(options.metadata, database_name(db_path))
     meta_file = metadata_file(db_path, directory)
     partial = meta_file.with_name(f".{meta_file.name}.{os.getpid()}")

@@ -124,6 +124,10 @@ def _open_read_only(path: Path) -> Database:
 
 def _check_path(path: Path, *, create: bool) -> None:
     if path.exists():
+        if not create and path.is_file() and path.stat().st_size == 0:
+            # A command that only reads must not turn an empty file into a database.
+            raise StoreError(f"{path}: empty file, no database yet (run `harvest run` or "
+                             "`harvest import` first)")  # fmt: skip
         if not os.access(path, os.R_OK | os.W_OK):
             raise StoreError(f"{path}: database file is not readable and writable")
         if not os.access(path.parent, os.W_OK):

@@ -198,6 +198,26 @@ def test_list_manages_studies_without_a_pmid(own_demo):
     no_traceback(unknown)
 
 
+def test_list_show_names_a_study_by_id_when_its_doi_is_shared(own_demo):
+    db = str(own_demo)
+    conn = sqlite3.connect(own_demo)
+    first, doi = conn.execute("SELECT id, doi FROM studies WHERE pmid IS NULL AND doi IS NOT NULL "
+                              "ORDER BY id LIMIT 1").fetchone()  # fmt: skip
+    # A second live row with the same DOI (e.g. a feed entry not merged yet).
+    second = conn.execute("SELECT id FROM studies WHERE pmid IS NULL AND doi IS NULL ORDER BY id "
+                          "LIMIT 1").fetchone()[0]  # fmt: skip
+    conn.execute("UPDATE studies SET doi = ? WHERE id = ?", [doi, second])
+    conn.commit()
+    conn.close()
+    assert invoke("list", "create", "--db", db, "shared").exit_code == 0
+    assert invoke("list", "add", "--db", db, "shared", f"id:{first}", f"id:{second}").exit_code == 0
+    shown = invoke("list", "show", "--db", db, "shared").output
+    assert f"id:{first}" in shown and f"id:{second}" in shown and "doi:" not in shown, shown
+    # ...and what it prints can be given back.
+    removed = invoke("list", "remove", "--db", db, "shared", f"id:{first}", f"id:{second}")
+    assert removed.exit_code == 0 and "0 studies left" in removed.output, removed.output
+
+
 def test_list_from_query_items_without_pmid_can_be_removed(own_demo):
     db = str(own_demo)
     made = invoke("list", "create", "--db", db, "all", "--from-query", "--sql",
@@ -308,3 +328,31 @@ def test_readme_says_email_may_be_set_in_the_file(tmp_path):
     settings = load_settings(str(cfg), db=str(tmp_path / "e.db"), env={})
     assert settings.ncbi.email == "me@example.org"
     assert "`email =` under `[ncbi]`" in README.read_text()
+
+
+def test_reading_commands_leave_an_empty_file_empty(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    for args in (["status"], ["export", "--format", "jsonl"], ["list", "show"]):
+        result = invoke(*args, "--db", str(empty))
+        assert result.exit_code == 1 and "empty file, no database yet" in result.output, (args, result.output)
+        no_traceback(result)
+    assert empty.stat().st_size == 0
+
+
+def test_report_and_serve_read_a_snapshot_they_may_not_write(own_demo, tmp_path):
+    out = tmp_path / "out"
+    with unwritable(own_demo):
+        result = invoke("report", "--db", str(own_demo), "-o", str(out))
+        assert result.exit_code == 0, result.output
+        assert (out / "does_it_work-demo.html").stat().st_size > 10_000
+        result = invoke("serve", "--db", str(own_demo), "--print-command")
+        assert result.exit_code == 0 and "datasette" in result.output, result.output
+
+
+def test_an_unknown_list_name_is_a_usage_error_everywhere(demo_db):
+    db = str(demo_db)
+    for args in (["list", "show", "nope"], ["list", "add", "nope", "1"],
+                 ["list", "remove", "nope", "--delete-list"], ["export", "--list", "nope"]):
+        result = invoke(*args, "--db", db)
+        assert result.exit_code == 2 and "no reading list named 'nope'" in result.output, (args, result.output)
