@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import html as html_lib
 import io
 import json
@@ -135,14 +136,26 @@ def fts_query(text: str | None) -> str:
     treat a blank search as no search); a misplaced operator (``pain AND``) is left for FTS5
     to report.
     """
-    text = "" if text is None else str(text)
-    if text.strip() and not _POSSESSIVE.search(text) and _fts5_accepts(text):
+    return _fts_query("" if text is None else str(text))
+
+
+@functools.lru_cache(maxsize=512)  # Datasette calls it for every facet of a search page
+def _fts_query(text: str) -> str:
+    text = _bare_possessives(text.replace("\x00", " "))
+    if text.strip() and _fts5_accepts(text):
         return text
     return _fts_rewrite(text)
 
 
-# FTS5 takes "Gunn’s" (curly apostrophe) as one bareword, the phrase "gunn s": rewritten.
-_POSSESSIVE = re.compile(r"\w['’]s\b", re.IGNORECASE)
+# FTS5 takes "Gunn’s" (curly apostrophe) as one bareword, the phrase "gunn s", and "Gunn's" as
+# a syntax error: outside double quotes both become the bare word before anything else.
+_POSSESSIVE = re.compile(r"(\w)['’][sS]\b")
+_QUOTED = re.compile(r'("(?:[^"]|"")*"?)')
+
+
+def _bare_possessives(text: str) -> str:
+    parts = _QUOTED.split(text)  # odd items are quoted phrases, kept exactly
+    return "".join(p if i % 2 else _POSSESSIVE.sub(r"\1", p) for i, p in enumerate(parts))
 
 
 # The same columns and tokenizer as studies_fts: FTS5 checks column names when it parses.
@@ -169,6 +182,8 @@ def _fts_rewrite(text: str) -> str:
     near_depth = -1  # the depth inside an open NEAR( ... ) group
     for i, tok in enumerate(tokens):
         nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if _fts_noise(tok, nxt):
+            continue  # punctuation alone ("," "." "-"): as a phrase it would match nothing
         if tok == "(":
             if last == "term":
                 out.append("AND")
@@ -210,11 +225,20 @@ def _fts_rewrite(text: str) -> str:
             parts = [p for p in re.split(r"(,)", tok) if p]
             out += [p if p == "," or p.isdigit() else _fts_term(p) for p in parts]
             last = "term"
+        elif tok.startswith("-") and last == "term":  # "needling -shoulder", as in web search
+            out += ["NOT", _fts_term(tok[1:])]
         else:
             out.append(_fts_term(tok))
             last = "term"
     out += [")"] * depth
     return " ".join(out) or '""'
+
+
+def _fts_noise(tok: str, nxt: str) -> bool:
+    """A token with no word in it that is not syntax: dropped from a rewritten search."""
+    if tok in ("(", ")", "+") or tok.startswith(('"', "{", "-{", ":")) or re.search(r"\w", tok):
+        return False
+    return not (tok == "-" and _FTS_COLUMN_FILTER.fullmatch(nxt) and _fts_columns_ok(nxt))
 
 
 def _fts_columns_ok(filter_text: str) -> bool:

@@ -436,7 +436,7 @@ def _trials_stated(cell: Cell) -> int:
 
 def _unsized_stated(cell: Cell) -> int:
     """Trials with a stated conclusion whose sample size was not extracted."""
-    return sum(1 for s in cell.trials if s.conclusion in STATED and not s.sample_size)
+    return sum(1 for s in cell.trials if s.conclusion in STATED and s.sample_size is None)
 
 
 def _reviews_fav(cell: Cell) -> int:
@@ -802,7 +802,13 @@ def database_facts(db: Database, studies: Sequence[Study] | None = None,
         "studies" in tables) else 0  # fmt: skip
     ruleset = None
     if "tags" in tables:
-        row = db.execute("SELECT max(ruleset_version) FROM tags").fetchone()
+        # The rule set of the newest automatic tag on a live study: tombstones keep the
+        # tags (and rule set) they had, and max() of "2026.10" vs "2026.9" sorts as text.
+        row = db.execute(
+            "SELECT t.ruleset_version FROM tags t JOIN studies s ON s.id = t.study_id "
+            "WHERE s.deleted = 0 AND t.origin != 'manual' ORDER BY t.created DESC, t.rowid DESC "
+            "LIMIT 1"
+        ).fetchone()
         ruleset = row[0] if row else None
     live = [s for s in studies if not s.retracted]  # retracted studies are counted nowhere
     focus = [s for s in live if _on(s, interventions)]

@@ -479,3 +479,18 @@ def test_charts_render_as_png(tmp_path: Path) -> None:
         out = ARTIFACTS / f"chart_{name}.png"
         fig.savefig(out)
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_names_the_rule_set_of_the_live_studies_tags(tmp_path: Path) -> None:
+    """A tombstone keeps the tags it had (and their rule set): the header must name the rule
+    set the live studies were tagged with, not whichever version sorts last as text."""
+    db = curated(tmp_path, [rct(P2013, size=40), rct(P2020, size=30)])
+    tagging.tag_studies(db)
+    with store.write_tx(db):
+        db.execute("UPDATE tags SET ruleset_version = '2026.9+zzzzzzzz' WHERE study_id = "
+                   "(SELECT id FROM studies WHERE pmid = ?)", [P2020])  # fmt: skip
+        store.mark_deleted(db, [P2020], reason="deleted by NLM")
+    live = db.execute("SELECT DISTINCT t.ruleset_version FROM tags t JOIN studies s ON s.id = "
+                      "t.study_id WHERE s.deleted = 0 AND t.origin != 'manual'").fetchall()  # fmt: skip
+    assert len(live) == 1
+    assert synthesis.database_facts(db)["ruleset_version"] == live[0][0] != "2026.9+zzzzzzzz"

@@ -93,10 +93,21 @@ def test_a_negation_does_not_reach_past_its_clause_or_a_pseudo_negation(rs, real
     # is an aside inside the clause, so the negation before it still reaches the cue.
     "Dry needling was not, however, more effective than sham needling.",
     "Prolotherapy did not, though, improve pain at 12 weeks.",
+    "Dry needling didn't, however, improve pain.",  # a contraction negates too
 ])  # fmt: skip
 def test_a_connective_set_off_by_commas_does_not_end_the_clause(rs, sentence):
     row = {"id": 1, "title": "A randomized trial", "abstract": f"CONCLUSIONS: {sentence}"}
     assert conclusion(row, rs)[0] == "no_difference"
+
+
+@pytest.mark.parametrize("sentence", [
+    # Hand-made, the common comma splice: ", however," between two clauses.
+    "Dry needling was not painful, however, it was effective.",
+    "Dry needling is not a cure, however, it is effective in reducing pain.",
+])  # fmt: skip
+def test_a_comma_spliced_however_still_starts_a_clause(rs, sentence):
+    row = {"id": 1, "title": "A randomized trial", "abstract": f"CONCLUSIONS: {sentence}"}
+    assert conclusion(row, rs)[0] == "favours_intervention"
 
 
 # --------------------------------------------------------------------- deleted studies

@@ -243,6 +243,21 @@ def test_fts_query_quotes_what_fts5_would_misread(typed: str, query: str) -> Non
     assert export.fts_query(typed) == query
 
 
+@pytest.mark.parametrize("typed,same_as", [
+    # a possessive next to valid syntax: only the possessive changes, the syntax stays
+    ("needling's \"dry needl\" *", 'needling "dry needl" *'),
+    ("title : needling's", "title : needling"),
+    ("title:NEAR(dry needling's, 3)", "title:NEAR(dry needling, 3)"),
+    # punctuation pasted with a title is not a search term
+    ("needling (dry), shoulder", "needling AND ( dry ) AND shoulder"),
+    # web-search exclusion
+    ("needling -shoulder", "needling NOT shoulder"),
+])  # fmt: skip
+def test_searches_as_typed_find_what_they_say(db_path: Path, typed: str, same_as: str) -> None:
+    assert fts(db_path, export.fts_query(typed)) == fts(db_path, same_as)
+    assert fts(db_path, same_as)  # a search that finds something, so the comparison means something
+
+
 def test_a_possessive_finds_the_plain_name_too() -> None:
     # The index's own tokenizer (harvest.schema: porter) reads "Gunn's" as gunn + s.
     conn = sqlite3.connect(":memory:")
