@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from harvest import export, reading_lists, serve, tagging
-from harvest.cli_common import common_options, open_or_fail
+from harvest.cli_common import common_options, open_or_fail, output_error
 from harvest.config import Settings
 from harvest.store import StoreError
 
@@ -123,10 +123,7 @@ def export_cmd(settings: Settings, fmt: str, list_name: str | None, style: str,
                                f"not {fmt} (which has no citation style)")  # fmt: skip
     db = open_or_fail(settings, create=False, read_only=True)
     if list_name is not None:
-        try:
-            reading_lists.get_list(db, list_name)
-        except reading_lists.ReadingListError as exc:
-            raise click.BadParameter(str(exc), param_hint="--list") from exc
+        _require_list(db, list_name, param_hint="--list")
     try:
         records = export.export_records(
             db, list_name=list_name, include_deleted=include_deleted, **_filters(kwargs)
@@ -145,7 +142,7 @@ def export_cmd(settings: Settings, fmt: str, list_name: str | None, style: str,
         with click.open_file(output, "w", encoding="utf-8") as fh:
             fh.write(text)
     except OSError as exc:  # a missing folder, a full disk, no permission
-        raise click.ClickException(f"{output}: cannot write ({exc.strerror or exc})") from exc
+        raise output_error(output, exc) from exc
     if output != "-":
         click.echo(f"{len(records)} studies written to {output} ({fmt})", err=True)
 
@@ -207,12 +204,12 @@ def list_add(settings: Settings, name: str, refs: tuple[str, ...], note: str | N
     click.echo(f"{name}: {len(reading_lists.list_items(db, name))} studies")
 
 
-def _require_list(db: Any, name: str) -> None:
-    """An unknown list NAME is a bad argument (exit 2), as an unknown ``export --list`` is."""
+def _require_list(db: Any, name: str, param_hint: str = "NAME") -> None:
+    """An unknown list name is a bad argument or option value (exit 2)."""
     try:
         reading_lists.get_list(db, name)
     except reading_lists.ReadingListError as exc:
-        raise click.BadParameter(str(exc), param_hint="NAME") from exc
+        raise click.BadParameter(str(exc), param_hint=param_hint) from exc
 
 
 @list_group.command(name="remove", help=f"""Remove studies from a reading list, or delete the list.
@@ -266,10 +263,7 @@ def list_show(settings: Settings, name: str | None) -> None:
                        + (f" — {lst['description']}" if lst["description"] else ""))  # fmt: skip
         return
     _require_list(db, name)
-    try:
-        items = reading_lists.list_items(db, name)
-    except reading_lists.ReadingListError as exc:
-        raise click.ClickException(str(exc)) from exc
+    items = reading_lists.list_items(db, name)
     click.echo(f"{name}: {len(items)} studies")
     for it in items:
         flags = " [RETRACTED]" if it["retracted"] else ""

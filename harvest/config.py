@@ -150,10 +150,16 @@ def default_rate_file(env: Mapping[str, str]) -> Path:
 
     Nothing is created here: the E-utilities client creates the folder on first use.
     """
+    return cache_dir(env) / "ncbi.rate"
+
+
+def cache_dir(env: Mapping[str, str]) -> Path:
+    """This user's cache folder for doesitwork: ``$XDG_CACHE_HOME/doesitwork``, else
+    ``~/.cache/doesitwork`` (not created here)."""
     cache = env.get("XDG_CACHE_HOME") or ""
     # The XDG spec says a relative XDG_CACHE_HOME is invalid and must be ignored.
     base = Path(cache) if os.path.isabs(cache) else _home(env) / ".cache"
-    return base / "doesitwork" / "ncbi.rate"
+    return base / "doesitwork"
 
 
 def _home(env: Mapping[str, str]) -> Path:

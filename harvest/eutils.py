@@ -229,8 +229,12 @@ class _RateLimiter:
         # flock, not lockf: flock locks belong to the open file, so two clients in one
         # process exclude each other too.
         assert self.rate_file is not None
-        self.rate_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.rate_file, "a+b") as fh:
+        try:
+            fh = open(self.rate_file, "a+b")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:  # first use: the cache folder is made once, not per request
+            self.rate_file.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.rate_file, "a+b")  # noqa: SIM115
+        with fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             fh.seek(0)
             try:

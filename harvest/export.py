@@ -27,6 +27,8 @@ from xml.sax.saxutils import escape as xml_escape
 
 from sqlite_utils import Database
 
+from harvest.schema import FTS_COLUMNS
+
 _JSON_COLUMNS = ("authors", "languages", "publication_types", "mesh", "keywords", "corrections")
 
 _SOURCES_SQL = """
@@ -109,7 +111,7 @@ def to_jsonl(studies: Iterable[dict[str, Any]]) -> Iterator[str]:
 
 
 # Columns of ``studies_fts`` (harvest.schema.FTS_COLUMNS) a search may name as a filter.
-_FTS_COLUMNS = frozenset(("title", "abstract", "keywords_text", "mesh_text"))
+_FTS_COLUMNS = frozenset(FTS_COLUMNS)
 # FTS5 reads letters, digits, "_" and any non-ASCII character as part of a word; outside
 # double quotes anything else is syntax ("dry-needling" reads as "dry", then a filter on a
 # column "needling"; "Gunn's" is a syntax error).
@@ -208,7 +210,7 @@ def _fts_rewrite(text: str) -> str:
         elif tok.startswith('"'):
             out.append(tok if _FTS_PHRASE.fullmatch(tok) else tok + '"')
             last = "term"
-        elif tok == "-" and _FTS_COLUMN_FILTER.fullmatch(nxt) and _fts_columns_ok(nxt):
+        elif tok == "-" and _fts_columns_ok(nxt):
             out.append(tok)
             last = "prefix"
         elif tok.startswith(("{", "-{")) and nxt.startswith(":") and _fts_columns_ok(tok + ":"):
@@ -238,7 +240,7 @@ def _fts_noise(tok: str, nxt: str) -> bool:
     """A token with no word in it that is not syntax: dropped from a rewritten search."""
     if tok in ("(", ")", "+") or tok.startswith(('"', "{", "-{", ":")) or re.search(r"\w", tok):
         return False
-    return not (tok == "-" and _FTS_COLUMN_FILTER.fullmatch(nxt) and _fts_columns_ok(nxt))
+    return not (tok == "-" and _fts_columns_ok(nxt))
 
 
 def _fts_columns_ok(filter_text: str) -> bool:
@@ -250,20 +252,10 @@ def _fts_columns_ok(filter_text: str) -> bool:
     return bool(names) and all(n.lower() in _FTS_COLUMNS for n in names)
 
 
-# A trailing possessive: "Gunn's", "Gunn’s" (typographic apostrophe).
-_FTS_POSSESSIVE = re.compile(r"(.+?)['\u2019][sS]")
-
-
 def _fts_term(term: str) -> str:
     """A word as it is (with its prefix ``*`` or initial ``^``), or else quoted as a phrase.
-
-    A possessive is searched as its bare word: the tokenizer indexes "Gunn's" as gunn + s,
-    so the phrase "gunn s" would miss a plain "Gunn", while gunn finds both.
-    """
+    (Possessives were made bare words before: :func:`_bare_possessives`.)"""
     caret, body, star = re.fullmatch(r"(\^?)(.*?)(\*?)", term, re.S).groups()
-    if possessive := _FTS_POSSESSIVE.fullmatch(body):
-        body = possessive[1]
-        term = caret + body + star
     if re.fullmatch(_FTS_WORD, body):
         return term
     if not body:  # "*" or "^" alone: a phrase without words, which FTS5 ignores

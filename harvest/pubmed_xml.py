@@ -637,11 +637,6 @@ def _text_of(elem: etree._Element | None) -> str | None:
     return None if elem is None else elem.text
 
 
-def _clean_text_of(elem: etree._Element | None) -> str | None:
-    """Whitespace-collapsed text of a plain-text element (Volume, Issue), or None."""
-    return None if elem is None else _clean(elem.text) or None
-
-
 def _pages(pagination: etree._Element | None) -> str | None:
     """MedlinePgn as NLM writes it ("101-10", "e0123"), else StartPage[-EndPage]."""
     if pagination is None or not len(pagination):
@@ -841,8 +836,8 @@ def _article(record: etree._Element) -> Study:
         abstract=_abstract(fields.get("Abstract"), _all(cited, "OtherAbstract")),
         journal=_first_text(journal, "Title", "ISOAbbreviation")
         or _first_text(_index(cited.get("MedlineJournalInfo")), "MedlineTA"),
-        volume=_clean_text_of(issue.get("Volume")),
-        issue=_clean_text_of(issue.get("Issue")),
+        volume=_first_text(issue, "Volume"),
+        issue=_first_text(issue, "Issue"),
         pages=_pages(fields.get("Pagination")),
         pub_date=pub_date,
         year=_year(pub_date),

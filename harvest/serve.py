@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from harvest import shared_dir
+from harvest import config, shared_dir
 from harvest.store import open_db
 
 REPO_DB_DIR = shared_dir("db")
@@ -73,12 +73,7 @@ def build_metadata(metadata_path: Path, db_name: str) -> dict[str, Any]:
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     """``$XDG_CACHE_HOME/doesitwork/serve``, else ``~/.cache/doesitwork/serve``."""
-    env = os.environ if env is None else env
-    cache = env.get("XDG_CACHE_HOME") or ""
-    # The XDG spec says a relative XDG_CACHE_HOME is invalid and must be ignored.
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    base = Path(cache) if os.path.isabs(cache) else home / ".cache"
-    return base / "doesitwork" / "serve"
+    return config.cache_dir(os.environ if env is None else env) / "serve"
 
 
 def metadata_file(db_path: Path, directory: Path | None = None) -> Path:

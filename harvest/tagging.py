@@ -32,7 +32,6 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from harvest.pubmed_xml import normalize_doi
 from harvest.store import utcnow, write_tx
 
 __all__ = [
@@ -1841,6 +1840,8 @@ def _by_row_id(db: Database, sid: str) -> int:
 
 
 def _by_doi(db: Database, raw: str) -> int:
+    from harvest.pubmed_xml import normalize_doi  # here: tagging alone must not load lxml
+
     doi = normalize_doi(raw)
     if doi is None:
         raise TagError(f"not a DOI: {raw.strip()!r} (expected doi:10.xxxx/...)")
