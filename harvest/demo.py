@@ -54,7 +54,7 @@ def record_to_study(rec: dict[str, Any]) -> Study:
 def build_demo(path: str | os.PathLike[str], *, on_changed: OnChanged | None = None) -> Database:
     """(Re)build the demo database from the sample; returns it open."""
     path = Path(path)
-    if path.exists() and not is_demo_db(path):
+    if path.exists() and not _holds_nothing(path) and not is_demo_db(path):
         raise store.StoreError(
             f"{path}: exists and is not a demo database; refusing to overwrite it "
             "(choose another --db path, or remove the file yourself)"
@@ -78,6 +78,12 @@ def build_demo(path: str | os.PathLike[str], *, on_changed: OnChanged | None = N
                         how=f"sample: {rec['source']}", on_changed=on_changed)  # fmt: skip
     store.finish_run(db, run_id, status="ok")
     return db
+
+
+def _holds_nothing(path: Path) -> bool:
+    """An empty file (``touch db/demo.db``) loses nothing when replaced. (SQLite writes a
+    database's first page before any write-ahead log, so an empty file has no log either.)"""
+    return path.is_file() and path.stat().st_size == 0
 
 
 def is_demo_db(path: Path) -> bool:

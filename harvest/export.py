@@ -130,7 +130,7 @@ def fts_query(text: str | None) -> str:
     it is rewritten: a term holding characters FTS5 reads as syntax is quoted as a phrase (``dry-needling``
     becomes ``"dry-needling"``, which the tokenizer splits into the phrase "dry needling",
     the same tokens the index holds). Kept as they are: "quoted phrases" (an unclosed quote
-    is closed), AND, OR, NOT, NEAR(a b, N), prefix*, ^initial, ``+``, parentheses (unbalanced
+    is closed; curly quotes “…” are read as straight ones), AND, OR, NOT, NEAR(a b, N), prefix*, ^initial, ``+``, parentheses (unbalanced
     ones are dropped or closed) and column filters naming a ``studies_fts`` column
     (``title:needling``, ``-{abstract mesh_text}:knee``). A term next to a parenthesised group
     gets the AND that FTS5 requires there. A possessive outside quotes (``Gunn's``) searches
@@ -143,11 +143,15 @@ def fts_query(text: str | None) -> str:
 
 @functools.lru_cache(maxsize=512)  # Datasette calls it for every facet of a search page
 def _fts_query(text: str) -> str:
-    text = _bare_possessives(text.replace("\x00", " "))
+    text = _bare_possessives(text.translate(_SEARCH_CHARS))
     if text.strip() and _fts5_accepts(text):
         return text
     return _fts_rewrite(text)
 
+
+# Curly double quotes (what word processors and phones type) delimit a phrase as " does;
+# FTS5 would read them as part of a word. NUL ends a C string, so it is a space here.
+_SEARCH_CHARS = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\x00": " "})
 
 # FTS5 takes "Gunn’s" (curly apostrophe) as one bareword, the phrase "gunn s", and "Gunn's" as
 # a syntax error: outside double quotes both become the bare word before anything else.

@@ -189,6 +189,14 @@ def test_demo_refuses_to_overwrite_other_files(tmp_path):
     assert invoke("demo", "--db", str(demo_db)).exit_code == 0  # a demo database is rebuilt
 
 
+def test_demo_fills_an_empty_file(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.touch()  # what `touch db/demo.db` leaves: nothing to lose
+    result = invoke("demo", "--db", str(empty))
+    assert result.exit_code == 0, result.output
+    assert empty.stat().st_size > 0 and "studies" in result.output
+
+
 def test_export_checks_tag_values(tmp_path):
     db = str(tmp_path / "demo.db")
     invoke("demo", "--db", db)

@@ -266,6 +266,12 @@ def test_searches_as_typed_find_what_they_say(db_path: Path, typed: str, same_as
     assert fts(db_path, same_as)  # a search that finds something, so the comparison means something
 
 
+def test_curly_quotes_make_a_phrase(db_path: Path) -> None:
+    # Phones and word processors type “ ”; FTS5 would read them as part of the words.
+    assert export.fts_query("“pain needling” OR „low back”") == '"pain needling" OR "low back"'
+    assert fts(db_path, '"pain needling"') != fts(db_path, "pain needling")  # phrase ≠ words here
+
+
 def test_a_possessive_finds_the_plain_name_too() -> None:
     # The index's own tokenizer (harvest.schema: porter) reads "Gunn's" as gunn + s.
     conn = sqlite3.connect(":memory:")
