@@ -211,13 +211,8 @@ def _eutils_client(settings: Settings) -> Any:
     through a rate file (``[ncbi] rate_file``, default in the user's cache folder)."""
     from harvest.eutils import EutilsClient, EutilsConfig, EutilsError
 
-    n = settings.ncbi
-    config = EutilsConfig(
-        base_url=n.base_url, email=n.email, api_key=n.api_key, tool=n.tool,
-        rate_file=n.rate_file,
-    )  # fmt: skip
     try:
-        return EutilsClient(config)
+        return EutilsClient(EutilsConfig.from_settings(settings.ncbi))
     except EutilsError as exc:  # only its configuration is checked here (e.g. no NCBI_EMAIL)
         raise ConfigFailure(str(exc)) from exc
 

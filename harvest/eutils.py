@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlencode
 
 import requests
@@ -32,6 +32,9 @@ from lxml import etree
 
 from harvest import __version__
 from harvest.feeds import transport_cause
+
+if TYPE_CHECKING:
+    from harvest.config import NcbiSettings
 
 __all__ = [
     "ConfigError",
@@ -153,6 +156,12 @@ class EutilsConfig:
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
         key = "***" if self.api_key else None
         return f"EutilsConfig(base_url={self.base_url!r}, email={self.email!r}, api_key={key})"
+
+    @classmethod
+    def from_settings(cls, ncbi: NcbiSettings) -> EutilsConfig:
+        """The client's configuration from the ``[ncbi]`` settings (file and environment)."""
+        return cls(base_url=ncbi.base_url, email=ncbi.email, api_key=ncbi.api_key, tool=ncbi.tool,
+                   rate_file=ncbi.rate_file)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

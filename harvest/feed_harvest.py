@@ -409,12 +409,8 @@ def _upgrade_with(
     if own:
         from harvest.eutils import EutilsClient, EutilsConfig, EutilsError
 
-        n = settings.ncbi
         try:
-            client = EutilsClient(EutilsConfig(
-                base_url=n.base_url, email=n.email, api_key=n.api_key, tool=n.tool,
-                rate_file=n.rate_file,
-            ))  # fmt: skip
+            client = EutilsClient(EutilsConfig.from_settings(settings.ncbi))
         except EutilsError as exc:
             return FeedResult(UPGRADE_SOURCE, "skipped",
                               error=f"DOI lookup in PubMed skipped: {exc}")  # fmt: skip

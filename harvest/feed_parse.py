@@ -33,7 +33,7 @@ import feedparser
 from lxml import etree
 from lxml import html as lxml_html
 
-from harvest.models import Study
+from harvest.models import Study, page_range
 from harvest.pubmed_xml import normalize_doi
 
 __all__ = [
@@ -512,7 +512,7 @@ def _location(entry: dict[str, Any]) -> tuple[str | None, str | None, str | None
     first = _short_field(_str(entry.get("prism_startingpage")))
     last = _short_field(_str(entry.get("prism_endingpage")))
     if first:
-        pages = f"{first}-{last}" if last and last != first else first
+        pages = page_range(first, last)
     else:
         pages = _short_field(_str(entry.get("prism_pagerange")))
     return volume, issue, pages

@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def page_range(first: str, last: str | None) -> str:
+    """Pages as PubMed writes a range ("101-110"), or the one page when both ends agree."""
+    return f"{first}-{last}" if last and last != first else first
+
+
 @dataclass(slots=True)
 class MeshHeading:
     """A MeSH descriptor with NLM's major-topic flags (``*`` in PubMed's display)."""

@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from lxml import etree
 
-from harvest.models import Correction, Deletion, MeshHeading, Study
+from harvest.models import Correction, Deletion, MeshHeading, Study, page_range
 
 try:  # ISA-L's gzip reader decompresses about twice as fast as zlib's, with the same API.
     from isal.igzip import IGzipFile as _GzipFile
@@ -652,7 +652,7 @@ def _pages(pagination: etree._Element | None) -> str | None:
             end = _clean(child.text)
     if not start:
         return None
-    return f"{start}-{end}" if end and end != start else start
+    return page_range(start, end)
 
 
 def _structured_date(elem: etree._Element | None) -> str | None:
