@@ -642,7 +642,10 @@ def to_ris(records: Iterable[dict[str, Any]]) -> str:
 
 
 _BIB_SPECIAL = re.compile(r"([\\{}%&$#_~^])")
-_BIB_REPL = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+# Braces as commands, not \{ \}: BibTeX counts every brace, escaped or not, so one
+# unbalanced brace in an abstract would swallow the rest of the file.
+_BIB_REPL = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+             "{": r"\textbraceleft{}", "}": r"\textbraceright{}"}  # fmt: skip
 
 
 def bibtex_escape(text: str) -> str:
@@ -650,15 +653,13 @@ def bibtex_escape(text: str) -> str:
     return _BIB_SPECIAL.sub(lambda m: _BIB_REPL.get(m.group(1), "\\" + m.group(1)), text)
 
 
-_BIB_UNESCAPE = re.compile(
-    r"\\textbackslash\{\}|\\textasciitilde\{\}|\\textasciicircum\{\}|\\([{}%&$#_])"
-)
+_BIB_BACK = {command: char for char, command in _BIB_REPL.items()}
+_BIB_UNESCAPE = re.compile("|".join(map(re.escape, _BIB_BACK)) + r"|\\([{}%&$#_])")
 
 
 def bibtex_unescape(text: str) -> str:
     """Undo :func:`bibtex_escape` (for reading our own exports back)."""
-    back = {r"\textbackslash{}": "\\", r"\textasciitilde{}": "~", r"\textasciicircum{}": "^"}
-    return _BIB_UNESCAPE.sub(lambda m: m.group(1) or back[m.group(0)], text)
+    return _BIB_UNESCAPE.sub(lambda m: m.group(1) or _BIB_BACK[m.group(0)], text)
 
 
 # A word with two or more capitals (RCT, COVID-19, McDonald): styles would lowercase it.
@@ -860,7 +861,7 @@ def to_html(records: Sequence[dict[str, Any]], *, style: str = "vancouver",
     items = []
     for rec, ref in zip(records, refs, strict=True):
         ref = re.sub(r"^\d+\.\s*", "", ref.strip())
-        links = " · ".join(f'<a href="{xml_escape(u)}">{lbl}</a>' for lbl, u in _labelled_urls(rec))
+        links = " · ".join(f'<a href={_attr(u)}>{lbl}</a>' for lbl, u in _labelled_urls(rec))
         note = xml_escape(tag_note(rec).removeprefix("doesitwork: "))
         items.append(f"<li>{ref}<br>{links}<br><em>{note}</em></li>")
     body = "\n".join(items)
@@ -896,7 +897,7 @@ def to_atom(records: Sequence[dict[str, Any]], *, title: str = "doesitwork: new 
         "<generator>doesitwork</generator>",
     ]
     if link:
-        out.append(f'<link rel="self" href="{xml_escape(link)}"/>')
+        out.append(f'<link rel="self" href={_attr(link)}/>')
     for rec in recs:
         urls = _urls(rec)
         summary = tag_note(rec).removeprefix("doesitwork: ")
@@ -907,7 +908,7 @@ def to_atom(records: Sequence[dict[str, Any]], *, title: str = "doesitwork: new 
             f"<id>{xml_escape(atom_id(rec))}</id>",
             f"<title>{xml_escape(rec['title'])}</title>",
             f"<updated>{stamp(rec)}</updated>",
-            *(f'<link href="{xml_escape(u)}"/>' for u in urls[:1]),
+            *(f'<link href={_attr(u)}/>' for u in urls[:1]),
             *(f"<category term={_attr(k)}/>" for k in tag_keywords(rec)),
             f"<summary>{xml_escape(summary)}</summary>",
             "</entry>",

@@ -289,8 +289,9 @@ def resolve(db: Database, row: dict[str, Any]) -> dict[str, Any] | None:
     """Find the study a new row belongs to, for ``store.save_studies(resolve=...)``.
 
     ``save_studies`` has already looked up the PMID, and the DOI among feed-only rows;
-    this adds the DOI among every row (a feed entry meeting its PubMed record) and the
-    fuzzy title match. Returns :func:`harvest.store.existing_row` or None.
+    this adds the DOI among every live row (a feed entry meeting its PubMed record) and the
+    fuzzy title match; deleted studies are found by their own PMID only. Returns
+    :func:`harvest.store.existing_row` or None.
     """
     if row.get("pmid"):
         hit = db.execute("SELECT id FROM studies WHERE pmid = ?", [row["pmid"]]).fetchone()
@@ -302,7 +303,8 @@ def resolve(db: Database, row: dict[str, Any]) -> dict[str, Any] | None:
             return None
     if row.get("doi"):
         for hit in db.execute(
-            "SELECT id, pmid FROM studies WHERE doi = ? ORDER BY pmid IS NULL, id", [row["doi"]]
+            "SELECT id, pmid FROM studies WHERE doi = ? AND deleted = 0 ORDER BY pmid IS NULL, id",
+            [row["doi"]],
         ):
             if not (row.get("pmid") and hit[1] and str(hit[1]) != str(row["pmid"])):
                 return existing_row(db, hit[0])

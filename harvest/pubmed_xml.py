@@ -76,6 +76,9 @@ _MONTHS = {
 _DATE_TEXT = re.compile(r"(?P<year>\d{4})(?:[ ]+(?P<month>[A-Za-z]+|\d{1,2})(?:[ ]+(?P<day>\d{1,2})(?!\d))?)?")
 _WHOLE_YEAR = re.compile(r"\s+jan(?:uary)?\s*-\s*dec(?:ember)?\s*$", re.IGNORECASE)
 _PMCID = re.compile(r"^(?:PMC)?(\d+)(?:\.\d+)?$")
+# No DOI holds whitespace or a double quote (old SICI-based ones do hold < and >): such a
+# value is junk, and would break out of the attributes and URLs a DOI is written into.
+_NOT_IN_DOI = re.compile(r'[\s"]')
 _DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi.org/", "doi:")
 
 
@@ -126,7 +129,8 @@ def normalize_doi(text: str | None) -> str | None:
     DOIs are case-insensitive by definition, and sources decorate them differently
     (``https://doi.org/``, ``doi:``, stray spaces); deduplication across PubMed, MEDLINE exports and
     feeds only works if they all agree on one spelling. Anything that does not look like a DOI
-    after that clean-up is ``None`` rather than a junk key.
+    after that clean-up (or holding whitespace or a double quote) is ``None`` rather than a
+    junk key.
     """
     if text is None:
         return None
@@ -138,7 +142,7 @@ def normalize_doi(text: str | None) -> str | None:
             if doi.startswith(prefix):
                 doi = doi[len(prefix) :].strip()
                 changed = True
-    if not doi.startswith("10.") or "/" not in doi:
+    if not doi.startswith("10.") or "/" not in doi or _NOT_IN_DOI.search(doi):
         return None
     return doi
 

@@ -328,10 +328,16 @@ def save_rows(
         if row["record_source"] == "pubmed" and row["pmid"]:
             returned.append(row["pmid"])
         merged = _merge(old, row)
-        if merged is None:
+        # Only NLM's own record brings a deleted study back (PubMed returning its PMID); a
+        # feed seeing the work must not undo a DeleteCitation or a merge.
+        revive = bool(old["deleted"]) and _AUTHORITY.get(row["record_source"], 1) == _TOP_AUTHORITY
+        if merged is None and not revive:
             result.unchanged += 1
             continue
-        merged.update(last_updated=now, deleted=0, deleted_reason=None, missing_count=0)
+        merged = merged or {}
+        merged.update(last_updated=now, missing_count=0)
+        if revive:
+            merged.update(deleted=0, deleted_reason=None)
         db["studies"].update(old["id"], merged)
         result.updated += 1
         result.changed_ids.append(old["id"])
@@ -403,7 +409,8 @@ def existing_row(db: Database, study_id: int) -> dict[str, Any]:
 
 
 def _find_existing(db: Database, rows: list[dict[str, Any]]) -> dict[tuple[str, Any], dict]:
-    """Look up the batch's PMIDs (and DOIs of feed-only rows) in a few queries."""
+    """Look up the batch's PMIDs (and DOIs of live feed-only rows) in a few queries. A
+    tombstone is found by its own PMID only: by DOI it would be a merged row's shell."""
     found: dict[tuple[str, Any], dict] = {}
     pmids = [r["pmid"] for r in rows if r["pmid"]]
     dois = [r["doi"] for r in rows if r["doi"]]
@@ -413,7 +420,7 @@ def _find_existing(db: Database, rows: list[dict[str, Any]]) -> dict[tuple[str, 
             found[("pmid", r["pmid"])] = r
     for chunk in _chunks(dois, 500):
         marks = ",".join("?" * len(chunk))
-        sql = f"SELECT {_EXISTING_COLS} FROM studies WHERE doi IN ({marks}) AND pmid IS NULL"
+        sql = f"SELECT {_EXISTING_COLS} FROM studies WHERE doi IN ({marks}) AND pmid IS NULL AND deleted = 0"
         for r in db.query(sql, chunk):
             found.setdefault(("doi", r["doi"]), r)
     return found
@@ -442,7 +449,7 @@ def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
         out["record_source"] = new["record_source"]
     candidate = {k: out.get(k, old.get(k)) for k in _MERGE_FIELDS}
     new_hash = _hash(candidate)
-    if new_hash == old["content_hash"] and not old["deleted"]:
+    if new_hash == old["content_hash"]:
         return None
     out["content_hash"] = new_hash
     return out

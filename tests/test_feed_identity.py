@@ -126,6 +126,65 @@ def test_resolve_never_joins_two_pmids(db):
     assert save(db, again, resolve=identity.resolve).new == 1
 
 
+def _rows(db):
+    return [dict(r) for r in db.query("SELECT id, pmid, doi, deleted, deleted_reason FROM studies ORDER BY id")]
+
+
+def test_a_feed_never_brings_a_tombstone_back(db):
+    from harvest.feed_harvest import save_entry
+    from harvest.feed_parse import FeedEntry
+
+    title = "Dry needling of the upper trapezius in chronic neck pain: a randomised trial"
+    # NLM deletes 201, a duplicate citation of 202 (same DOI).
+    save(db, Study(title=title, pmid="201", doi="10.1/dup", authors=["Smith J"], year=2026),
+         Study(title=title, pmid="202", doi="10.1/dup", authors=["Smith J"], year=2026))
+    with store.write_tx(db):
+        store.mark_deleted(db, ["201"], reason="DeleteCitation")
+    # A journal feed lists the article: it belongs to the live record, not the deleted one.
+    store.ensure_source(db, "feed:j", kind="feed")
+    entry = FeedEntry(study=Study(title=title, doi="10.1/dup", authors=["Smith J"], year=2026,
+                                  record_source="feed"), guid="g", link="https://j.org/a")
+    with store.write_tx(db):
+        save_entry(db, "feed:j", entry, run_id=None)
+    assert _rows(db) == [
+        {"id": 1, "pmid": "201", "doi": "10.1/dup", "deleted": 1, "deleted_reason": "DeleteCitation"},
+        {"id": 2, "pmid": "202", "doi": "10.1/dup", "deleted": 0, "deleted_reason": None},
+    ]
+    assert [r["study_id"] for r in db.query("SELECT study_id FROM feed_entries")] == [2]
+    # PubMed returning the deleted PMID does bring it back.
+    save(db, Study(title=title, pmid="201", doi="10.1/dup", authors=["Smith J"], year=2026))
+    assert _rows(db)[0]["deleted"] == 0
+
+
+def test_a_merged_feed_row_stays_merged_when_its_feed_sees_it_again(db):
+    from harvest.feed_harvest import save_entry
+    from harvest.feed_parse import FeedEntry
+
+    pubmed = Study(title="Effect of dry needling on chronic neck pain in office workers", pmid="111",
+                   authors=["Smith J"], year=2026)
+    save(db, pubmed, resolve=identity.resolve)
+    store.ensure_source(db, "feed:j", kind="feed")
+
+    def entry():  # worded too differently for a title match
+        return FeedEntry(study=Study(title="Trigger point needling versus sham in desk workers: an RCT",
+                                     doi="10.1/x", authors=["Smith J"], year=2026, record_source="feed"),
+                         guid="g1", link="https://j.org/a1")  # fmt: skip
+
+    with store.write_tx(db):
+        save_entry(db, "feed:j", entry(), run_id=None)
+    # PubMed gives the record its DOI: the feed-only row is merged into it.
+    save(db, Study(title=pubmed.title, pmid="111", doi="10.1/x", authors=["Smith J"], year=2026,
+                   date_revised="2026-11-01"), resolve=identity.resolve)
+    merged = [{"id": 1, "pmid": "111", "doi": "10.1/x", "deleted": 0, "deleted_reason": None},
+              {"id": 2, "pmid": None, "doi": "10.1/x", "deleted": 1, "deleted_reason": "merged into study 1"}]
+    assert _rows(db) == merged
+    with store.write_tx(db):
+        save_entry(db, "feed:j", entry(), run_id=None)  # the next fetch
+    assert _rows(db) == merged
+    assert [dict(r) for r in db.query("SELECT study_id, times_seen FROM feed_entries")] == [
+        {"study_id": 1, "times_seen": 2}]
+
+
 def _bench():
     spec = importlib.util.spec_from_file_location("bench_dedup", BENCH)
     module = importlib.util.module_from_spec(spec)

@@ -814,6 +814,10 @@ def test_unexpected_root_with_error_element():
         ("DOI:10.1000/abc", "10.1000/abc"),
         ("S0140-6736(20)30001-1", None),
         ("10.1000", None),
+        ('10.1234/x"onmouseover="alert(1)"', None),  # a hostile feed's prism:doi
+        ("10.1000/two words", None),
+        ("10.1002/(SICI)1097-4636(199706)35:4<451::AID-JBM6>3.0.CO;2-G",
+         "10.1002/(sici)1097-4636(199706)35:4<451::aid-jbm6>3.0.co;2-g"),  # SICI: < and > are real
         ("", None),
         (None, None),
     ],

@@ -81,7 +81,7 @@ def test_bibtex_round_trip_with_bibtexparser(records: list[dict[str, Any]]) -> N
         if rec["doi"]:
             assert entry["doi"] == rec["doi"]
     # braces stay balanced however odd the title
-    assert "\\{{Mo6I8}\\}" in text and "0.02\\%" in text and "Heme \\& {RAGE}" in text
+    assert r"\textbraceleft{}{Mo6I8}\textbraceright{}" in text and "0.02\\%" in text and "Heme \\& {RAGE}" in text
 
 
 def _bib_text(value: str) -> str:
@@ -92,6 +92,23 @@ def _bib_text(value: str) -> str:
 def test_bibtex_escape_round_trip() -> None:
     nasty = r"50% & {braces} #1 under_score ~ ^ \back $x$ — β T2∗"
     assert export.bibtex_unescape(export.bibtex_escape(nasty)) == nasty
+
+
+def test_bibtex_lone_braces_leave_the_next_entries_whole() -> None:
+    import bibtexparser
+
+    first = _rec(title="Scores {0-10 on a scale", abstract="Scores were {0-10 on the NRS; x} y.")
+    second = _rec(id=2, pmid="2", title="Second study")
+    text = export.to_bibtex([first, second])
+    # BibTeX itself counts every brace, a backslash before it or not.
+    depth = [0]
+    for ch in text:
+        depth.append(depth[-1] + (ch == "{") - (ch == "}"))
+    assert min(depth) == 0 and depth[-1] == 0
+    assert all(line.startswith("@") for line in text.splitlines() if depth[text.index(line)] == 0 and line)
+    entries = bibtexparser.parse_string(text).entries
+    assert [e.key for e in entries] == ["pmid1", "pmid2"]
+    assert export.bibtex_unescape(entries[0]["abstract"]) == first["abstract"]
 
 
 def test_csljson_validates_and_renders_with_citeproc(records: list[dict[str, Any]]) -> None:
@@ -275,6 +292,20 @@ def test_html_bibliography_escapes_record_text() -> None:
         assert "&amp;amp;" not in page and "&amp;lt;" not in page  # escaped once
     # plain text (Markdown) is left alone: _md_escape handles it
     assert "J <Pain> & Co" in export.bibliography([rec])[0]
+
+
+def test_links_stay_inside_their_attributes() -> None:
+    from lxml import etree
+
+    url = 'https://example.org/a?b="c"&d=<e>'  # a feed's link is not ours to trust
+    rec = _rec(pmid=None, doi=None, url=url, first_seen="2026-11-24T00:00:00Z")
+    atom = export.to_atom([rec], link=url)
+    links = etree.fromstring(atom.encode()).findall(".//{http://www.w3.org/2005/Atom}entry/{*}link")
+    assert [link.get("href") for link in links] == [url]
+    assert etree.fromstring(atom.encode()).find("{*}link").get("href") == url  # rel="self"
+    for style in export.STYLES:
+        page = export.to_html([{**rec, "doi": '10.1/x"y'}], style=style)
+        assert 'href="https://doi.org/10.1/x&quot;y"' in page and 'x"y"' not in page
 
 
 def test_csv_neutralises_formula_cells() -> None:
