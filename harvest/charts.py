@@ -44,6 +44,7 @@ VERDICT_COLOURS = {
     "not supported by reviews": OKABE_ITO["vermillion"],
     "not supported by trials": OKABE_ITO["vermillion"],
     "insufficient evidence": OKABE_ITO["grey"],
+    "not assessed": "#FFFFFF",  # drawn with an outline: no verdict, not a weak one
 }
 
 # Thirteen designs are too many colours to tell apart: six groups.
@@ -197,7 +198,7 @@ def studies_per_year(studies: Sequence[Study], *, title: str = "Studies per year
     """Stacked bars: studies per publication year, by design group (retracted excluded)."""
     live = [s for s in studies if not s.retracted and s.year]
     if not live:
-        return _empty(_figure(9, 3), title, "No dated studies yet.")
+        return _empty(_figure(9, 3), title, "No studies with a publication year here yet.")
     years = list(range(min(s.year for s in live), max(s.year for s in live) + 1))  # type: ignore[type-var]
     counts: dict[int, Counter[int]] = defaultdict(Counter)
     for s in live:

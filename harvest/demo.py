@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from importlib import resources
@@ -32,9 +33,21 @@ def sample_records() -> Iterator[dict[str, Any]]:
             yield json.loads(line)
 
 
+# "J Endod. 2023 Feb;49(2):129-136", "2018 May 15;18:157", "Acupunct Med 21(3):80": the
+# volume(issue):pages part of the citations the sample was compiled with.
+_LOCATION = re.compile(r"(?<![\w(])(\d+)(?:\((\w+(?:-\w+)?)\))?:\s*([A-Za-z]?\d+(?:-[A-Za-z]?\d+)?)\b")
+
+
+def citation_location(citation: str | None) -> tuple[str | None, str | None, str | None]:
+    """(volume, issue, pages) from a citation string, or Nones when it has no such part."""
+    match = _LOCATION.search(citation or "")
+    return (match[1], match[2], match[3]) if match else (None, None, None)
+
+
 def record_to_study(rec: dict[str, Any]) -> Study:
     """Map a sample record; ``"Term*"`` in its MeSH list marks a major topic, as PubMed shows."""
     mesh = [MeshHeading(m.rstrip("*"), major=m.endswith("*")) for m in rec.get("mesh", [])]
+    volume, issue, pages = citation_location(rec.get("citation"))
     return Study(
         title=rec["title"],
         pmid=rec.get("pmid"),
@@ -42,6 +55,9 @@ def record_to_study(rec: dict[str, Any]) -> Study:
         pmcid=rec.get("pmcid"),
         abstract=rec.get("abstract"),
         journal=rec.get("journal"),
+        volume=volume,
+        issue=issue,
+        pages=pages,
         pub_date=str(rec["year"]) if rec.get("year") else None,
         year=rec.get("year"),
         authors=rec.get("authors", []),

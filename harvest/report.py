@@ -135,7 +135,7 @@ def facts_html(synth: Synthesis, db: Database | None = None) -> Html:
     scope = synthesis.scope_text(f["interventions"])
     return Html(
         _CSS + '<div class="diw"><div class="facts">'
-        f"{where}<b>Last harvest:</b> {_e(f['harvested'] or 'never')}<br>"
+        f"{where}<b>Data last updated</b> (harvest, import or demo): {_e(f['harvested'] or 'never')}<br>"
         f"<b>Studies:</b> {f['studies']} (not counting retracted ones; publication years {years}); "
         f"<b>studies on {_e(scope)}:</b> {f['focus_studies']} (by intervention: {_e(per_iv)})<br>"
         f"Among the studies on {_e(scope)}: <b>systematic reviews and meta-analyses:</b> "

@@ -78,7 +78,7 @@ DESIGN_ORDER = (
 )  # fmt: skip
 
 # --- thresholds of the verdict rules (used only by VERDICT_RULES and CAVEAT_RULES) ---------
-MIN_TRIALS = 2  # randomized trials with a stated conclusion needed to say anything from trials
+MIN_TRIALS = 2  # randomized trials with an extracted conclusion needed to say anything from trials
 MIN_PARTICIPANTS = 100  # randomized participants needed to say anything from trials
 CLEAR_SHARE = 2 / 3  # share of trials concluding one way for "favourable" or "not supported"
 SMALL_PARTICIPANTS = 300  # below this many randomized participants the evidence is "small"
@@ -424,7 +424,7 @@ class VerdictRule:
 
 
 def _decisive(cell: Cell, studies: Iterable[Study]) -> tuple[int, int, int]:
-    """(favouring, against, inconclusive) among studies with a stated conclusion."""
+    """(favouring, against, inconclusive) among studies with an extracted conclusion."""
     c = cell.conclusions(studies)
     return (sum(c[k] for k in FAVOURING), sum(c[k] for k in AGAINST), c["inconclusive"])
 
@@ -435,7 +435,7 @@ def _trials_stated(cell: Cell) -> int:
 
 
 def _unsized_stated(cell: Cell) -> int:
-    """Trials with a stated conclusion whose sample size was not extracted."""
+    """Trials with an extracted conclusion whose sample size was not extracted."""
     return sum(1 for s in cell.trials if s.conclusion in STATED and s.sample_size is None)
 
 
@@ -452,7 +452,7 @@ def _reviews_inconclusive(cell: Cell) -> int:
 
 
 def _review_share(cell: Cell, which: int) -> float:
-    """Share of the reviews with a stated conclusion that conclude ``which`` way (0 in favour,
+    """Share of the reviews with an extracted conclusion that conclude ``which`` way (0 in favour,
     1 no difference/against/harm, 2 inconclusive)."""
     counts = _decisive(cell, cell.reviews)
     stated = sum(counts)
@@ -496,6 +496,13 @@ VERDICT_RULES: tuple[VerdictRule, ...] = (
         lambda c: not c.reviews and not c.trials,
     ),
     VerdictRule(
+        "V12", "not assessed",
+        "systematic reviews, meta-analyses or randomized trials exist, but no conclusion was "
+        "extracted from any of them (most often the record holds a title and no abstract): "
+        "this says nothing about the evidence; read the studies listed",
+        lambda c: not any(s.conclusion in STATED for s in (*c.reviews, *c.trials)),
+    ),
+    VerdictRule(
         "V2", "mixed",
         "reviews disagree: at least one favours the intervention and at least one does not "
         "(no difference, favours the control, or harm)",
@@ -504,7 +511,7 @@ VERDICT_RULES: tuple[VerdictRule, ...] = (
     VerdictRule(
         "V10", "mixed",
         f"at least one review concludes in favour of the intervention, but fewer than "
-        f"{_CLEAR} of the reviews that state a conclusion do, or a review or randomized "
+        f"{_CLEAR} of the reviews whose conclusion was extracted do, or a review or randomized "
         "trial published after the newest favourable review finds no difference, favours the "
         "control, reports harm or calls the evidence inconclusive",
         lambda c: _reviews_fav(c) > 0
@@ -512,7 +519,7 @@ VERDICT_RULES: tuple[VerdictRule, ...] = (
     ),
     VerdictRule(
         "V3", "supported by reviews",
-        f"at least {_CLEAR} of the reviews that state a conclusion favour the "
+        f"at least {_CLEAR} of the reviews whose conclusion was extracted favour the "
         "intervention, none concludes against, and no review or randomized trial published after "
         "the newest favourable review concludes otherwise",
         lambda c: _reviews_fav(c) > 0 and _reviews_against(c) == 0
@@ -520,52 +527,52 @@ VERDICT_RULES: tuple[VerdictRule, ...] = (
     ),
     VerdictRule(
         "V4", "not supported by reviews",
-        f"at least {_CLEAR} of the reviews that state a conclusion find no difference, favour "
+        f"at least {_CLEAR} of the reviews whose conclusion was extracted find no difference, favour "
         "the control, or report harm, and none concludes in favour",
         lambda c: _reviews_against(c) > 0 and _review_share(c, 1) >= CLEAR_SHARE,
     ),
     VerdictRule(
         "V5", "inconclusive",
-        f"no review concludes in favour, fewer than {_CLEAR} of those that state a conclusion "
+        f"no review concludes in favour, fewer than {_CLEAR} of those whose conclusion was extracted "
         "find no difference, favour the control or report harm, and the rest call the evidence "
         "inconclusive",
         lambda c: _reviews_inconclusive(c) > 0,
     ),
     VerdictRule(
         "V11", "insufficient evidence",
-        f"no review with a stated conclusion; {MIN_TRIALS} or more randomized trials with a "
-        f"stated conclusion, but fewer than {MIN_PARTICIPANTS} randomized participants known "
+        f"no review with an extracted conclusion; {MIN_TRIALS} or more randomized trials with an "
+        f"extracted conclusion, but fewer than {MIN_PARTICIPANTS} randomized participants known "
         "in them and the sample size of some not extracted, so their size is unknown",
         lambda c: _trials_stated(c) >= MIN_TRIALS
         and _participants(c.trials) < MIN_PARTICIPANTS and _unsized_stated(c) > 0,
     ),
     VerdictRule(
         "V6", "insufficient evidence",
-        f"no review with a stated conclusion, and fewer than {MIN_TRIALS} randomized trials with a "
-        f"stated conclusion or fewer than {MIN_PARTICIPANTS} randomized participants in them "
+        f"no review with an extracted conclusion, and fewer than {MIN_TRIALS} randomized trials with an "
+        f"extracted conclusion or fewer than {MIN_PARTICIPANTS} randomized participants in them "
         f"{_SIZED}",
         lambda c: _trials_stated(c) < MIN_TRIALS
         or _participants(c.trials) < MIN_PARTICIPANTS,
     ),
     VerdictRule(
         "V7", "favourable trials, no supporting review",
-        f"no review with a stated conclusion; at least {_CLEAR} of the randomized trials "
-        "with a stated conclusion favour the intervention, and those favourable trials randomized "
+        f"no review with an extracted conclusion; at least {_CLEAR} of the randomized trials "
+        "with an extracted conclusion favour the intervention, and those favourable trials randomized "
         f"at least {MIN_PARTICIPANTS} participants",
         lambda c: _trial_share(c, 0) >= CLEAR_SHARE
         and _participants(c.trials, FAVOURING) >= MIN_PARTICIPANTS,
     ),
     VerdictRule(
         "V8", "not supported by trials",
-        f"no review with a stated conclusion; at least {_CLEAR} of the randomized trials "
-        "with a stated conclusion find no difference, favour the control, or report harm, and "
+        f"no review with an extracted conclusion; at least {_CLEAR} of the randomized trials "
+        "with an extracted conclusion find no difference, favour the control, or report harm, and "
         f"those trials randomized at least {MIN_PARTICIPANTS} participants",
         lambda c: _trial_share(c, 1) >= CLEAR_SHARE
         and _participants(c.trials, AGAINST) >= MIN_PARTICIPANTS,
     ),
     VerdictRule(
         "V9", "mixed",
-        "no review with a stated conclusion; the randomized trials with a stated conclusion point "
+        "no review with an extracted conclusion; the randomized trials with an extracted conclusion point "
         f"different ways, or those pointing one way randomized fewer than {MIN_PARTICIPANTS} "
         f"participants {_SIZED}",
         lambda c: True,
@@ -625,7 +632,7 @@ def _reasons(cell: Cell) -> list[str]:
         out.append(f"{_n(len(cell.reviews), 'review')} ({items}{more})")
         fav, against, inc = _decisive(cell, cell.reviews)
         if fav + against + inc:
-            out.append(f"{fav} of {_n(fav + against + inc, 'review')} with a stated conclusion "
+            out.append(f"{fav} of {_n(fav + against + inc, 'review')} with an extracted conclusion "
                        f"in favour, {against} no difference/against/harm, {inc} inconclusive")
         later = _later_dissent(cell)
         if later:

@@ -69,7 +69,7 @@ def test_overview_notebook_executes(demo_db: Path) -> None:
     assert not _errors(nb)
     assert len(_outputs(nb, "image/png")) == OVERVIEW_FIGURES
     html = "\n".join(_outputs(nb, "text/html"))
-    assert "Last harvest:" in html and "Verdict (rule)" in html
+    assert "Data last updated" in html and "Verdict (rule)" in html
     assert "<table>" in html and "V1 insufficient evidence" in html  # overview table, rules
     assert "not medical advice" in html
 
@@ -101,7 +101,7 @@ def test_report_is_self_contained_with_facts_at_the_top(demo_report: Path) -> No
     assert all(a and a != "chart" and "No description" not in a for a in alts), alts
     assert not re.search(r"<(script|link|img)\b[^>]*(src|href)=[\"']?https?:", html)
     body = html[html.index("<body"):]
-    first = body.index("Last harvest:")
+    first = body.index("Data last updated")
     # 52 sample records, one of them retracted: the header counts the 51 others
     assert first < body.index("Evidence map") and "Studies:</b> 51 " in body
     assert "not medical advice" in body

@@ -157,6 +157,8 @@ def test_tombstoned_studies_are_ignored(tmp_path: Path) -> None:
 
 SCENARIOS = {
     "V1": [("36920827", "case_report", None, None, ()), ("37440745", "observational", None, None, ())],
+    # a review and trials, none with a conclusion extracted (title-only records)
+    "V12": [review(P2017, None), rct(P2013, None), rct(P2020, None)],
     "V2": [review(P2009, "favours_intervention"), review(P2017, "no_difference"), rct(P2020)],
     # one favourable review against a later inconclusive review and a later null trial
     "V10": [review(P2009, "favours_intervention", "meta_analysis"), review(P2017, "inconclusive"),
@@ -204,7 +206,7 @@ def test_one_old_favourable_review_is_not_support_against_newer_reviews_and_tria
     ]))  # fmt: skip
     v = cell.verdict
     assert (v.rule_id, v.label) == ("V10", "mixed")
-    assert any(r.startswith("1 of 5 reviews with a stated conclusion in favour, 0 no difference"
+    assert any(r.startswith("1 of 5 reviews with an extracted conclusion in favour, 0 no difference"
                             "/against/harm, 4 inconclusive") for r in v.reasons)
     later = next(r for r in v.reasons if r.startswith("published after the newest favourable review (2009)"))
     # newest first, six named, the rest counted

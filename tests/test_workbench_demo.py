@@ -266,6 +266,15 @@ def test_searches_as_typed_find_what_they_say(db_path: Path, typed: str, same_as
     assert fts(db_path, same_as)  # a search that finds something, so the comparison means something
 
 
+def test_demo_keeps_the_sample_citations_volume_issue_pages(db_path: Path) -> None:
+    # "J Endod. 2023 Feb;49(2):129-136. Epub 2022 Nov 29" in the sample
+    where = "FROM studies WHERE pmid = '36455705'"
+    assert [expected(db_path, f"SELECT {c} {where}") for c in ("volume", "issue", "pages")] == [
+        ["49"], ["2"], ["129-136"]]
+    located = expected(db_path, "SELECT count(*) FROM studies WHERE pages IS NOT NULL")[0]
+    assert located >= 25  # most sample citations name their pages (29 studies hold them)
+
+
 def test_curly_quotes_make_a_phrase(db_path: Path) -> None:
     # Phones and word processors type “ ”; FTS5 would read them as part of the words.
     assert export.fts_query("“pain needling” OR „low back”") == '"pain needling" OR "low back"'
