@@ -612,9 +612,9 @@ class RuleSet:
             if not value.isdigit():
                 raise TagError(f"{facet} must be a whole number of participants, not {value!r}")
             return str(int(value))
-        if value not in values:
-            raise TagError(f"unknown {facet} value {value!r}; values are: {', '.join(values)}")
-        return value
+        if value.lower() in values:  # "RCT" is rct: export's filters take either case too
+            return value.lower()
+        raise TagError(f"unknown {facet} value {value!r}; values are: {', '.join(values)}")
 
 
 def load_ruleset(path: str | Path | None = None) -> RuleSet:
@@ -1799,7 +1799,9 @@ def _write_parallel(conn: Any, rs: RuleSet, chunks: Iterator[list[Any]], n_worke
     return count
 
 
-STUDY_REF_HELP = "a PMID, doi:10.xxxx/... or id:N (the studies.id of a row without a PMID)"
+STUDY_REF_HELP = ("a PMID, doi:10.xxxx/... (or the DOI's https://doi.org/ link) or id:N "
+                  "(the studies.id of a row without a PMID)")
+_DOI_FORMS = ("10.", "https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi.org/")
 
 
 def resolve_study(db: Database, ref: str | int) -> int:
@@ -1808,6 +1810,8 @@ def resolve_study(db: Database, ref: str | int) -> int:
     ``id:N`` the row itself (for rows with neither). Raises :class:`TagError` when nothing
     or more than one live study matches."""
     text = str(ref).strip()
+    if text.lower().startswith(_DOI_FORMS):  # a DOI as a resolver link shows it, or bare
+        return _by_doi(db, text)
     kind, sep, rest = text.partition(":")
     kind = kind.strip().lower() if sep else ""
     if not sep or kind == "pmid":

@@ -254,6 +254,14 @@ def test_tag_sets_unsets_and_explains_a_feed_only_study_by_doi_or_id(feed_db):
     assert ("condition", "plantar_heel_pain", 1, "unset by a researcher") in manual_tags(path, ids["doi"])
 
 
+def test_a_doi_link_or_bare_doi_names_a_study_and_values_take_any_case(feed_db):
+    path, ids = feed_db
+    for ref in ("https://doi.org/" + COCHRANE_DOI, COCHRANE_DOI.lower()):  # pasted from a browser
+        r = invoke("tag", "--db", path, "--set", ref, "design=RCT")
+        assert r.exit_code == 0, (ref, r.output)
+        assert manual_tags(path, ids["cochrane"]) == [("design", "rct", 0, "set by a researcher")]
+
+
 def test_a_bare_number_is_still_a_pmid_and_unknown_references_are_clear(feed_db):
     path, ids = feed_db
     r = invoke("tag", "--db", path, "--explain", str(ids["pmid"]))
