@@ -101,6 +101,7 @@ def run(
     # Configuration first: a bad setup must not create the database or its lock file.
     client = _eutils_client(settings) if topics else None
     _check_writable(settings.db_path)  # nor may a database we cannot write
+    _refuse_foreign(settings.db_path)  # nor a file that is not ours (no lock file beside it)
     try:
         with contextlib.ExitStack() as locked:
             _take_lock(locked, settings.db_path)
@@ -135,6 +136,20 @@ def _check_writable(db_path: Any) -> None:
         raise CannotWrite(f"cannot write {db_path}: its folder {folder} is not writable "
                           "(the database, its WAL and its lock file are made there); "
                           "nothing was done")  # fmt: skip
+
+
+def _refuse_foreign(db_path: Any) -> None:
+    """A file that is not our database is refused before its lock file is made beside it
+    (an empty or missing file is fine: run creates the database)."""
+    from harvest.store import open_read_only
+
+    path = Path(db_path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        open_read_only(path).conn.close()
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _take_lock(stack: contextlib.ExitStack[Any], db_path: Any) -> None:

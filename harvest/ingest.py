@@ -135,7 +135,10 @@ def sniff_format(path: Path) -> str:
                 head = fh.read(512)
         except (OSError, EOFError):
             return "xml"  # the XML parser reports the corrupt stream, naming the file
-    return "xml" if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<") else "medline"
+    content = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not content:  # nothing to sniff: the name says which error the user should read
+        return "xml" if ".xml" in path.suffixes else "medline"
+    return "xml" if content.startswith(b"<") else "medline"
 
 
 def iter_file(path: Path) -> Iterator[Study | Deletion]:

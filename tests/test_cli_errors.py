@@ -360,3 +360,22 @@ def test_an_unknown_list_name_is_a_usage_error_everywhere(demo_db):
                  ["list", "remove", "nope", "--delete-list"], ["export", "--list", "nope"]):
         result = invoke(*args, "--db", db)
         assert result.exit_code == 2 and "no reading list named 'nope'" in result.output, (args, result.output)
+
+
+def test_run_on_a_file_that_is_not_ours_leaves_nothing_beside_it(tmp_path):
+    notes = tmp_path / "notes.db"
+    notes.write_text("my notes\n")
+    result = invoke("run", "--db", str(notes), "--source", "feeds", env={"NCBI_EMAIL": "a@b.org"})
+    no_traceback(result)
+    assert result.exit_code == 1 and "notes.db" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]  # no notes.db.lock
+    assert notes.read_text() == "my notes\n"
+
+
+def test_importing_an_empty_xml_file_says_it_is_empty_xml(tmp_path):
+    empty = tmp_path / "empty.xml"
+    empty.write_bytes(b"")
+    result = invoke("import", "--db", str(tmp_path / "e.db"), str(empty))
+    no_traceback(result)
+    assert "empty input (0 bytes): not PubMed XML" in result.output, result.output
+    assert "MEDLINE" not in result.output
