@@ -29,6 +29,13 @@ from harvest.store import StoreError
 _Values = tuple[str, ...]
 # The formats that format citations (export.render passes --style only to these).
 _STYLED_FORMATS = ("markdown", "html")
+# The formats export.render gives a title, and the one whose entries --alert-on dates.
+_TITLED_FORMATS = ("markdown", "html", "atom")
+_ALERT_FORMATS = ("atom",)
+# Each export option that only some formats use: (parameter, those formats, what others lack).
+_FORMAT_OPTIONS = (("style", _STYLED_FORMATS, "no citation style"),
+                   ("title", _TITLED_FORMATS, "no title"),
+                   ("alert_on", _ALERT_FORMATS, "no alert dates"))  # fmt: skip
 
 
 def _tag_values(facet: str) -> Callable[[click.Context, click.Parameter, _Values], _Values]:
@@ -85,10 +92,25 @@ def _filters(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: kwargs[k] for k in _FILTER_KEYS if kwargs.get(k)}
 
 
+def _format_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--format by its canonical name (csl-json is csljson)."""
+    return export.FORMAT_ALIASES.get(value, value)
+
+
+def _reject_unused_options(ctx: click.Context, fmt: str) -> None:
+    """An option the chosen format would ignore is a usage error (exit 2), not a silent no-op."""
+    for name, formats, lacks in _FORMAT_OPTIONS:
+        if fmt not in formats and ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+            allowed = " or ".join(formats) if len(formats) < 3 else (
+                ", ".join(formats[:-1]) + " or " + formats[-1])  # fmt: skip
+            raise click.UsageError(f"--{name.replace('_', '-')} applies to --format {allowed}, "
+                                   f"not {fmt} (which has {lacks})")  # fmt: skip
+
+
 @click.command(name="export")
 @common_options
-@click.option("--format", "fmt", type=click.Choice(sorted(export.FORMATS)), default="jsonl",
-              show_default=True,
+@click.option("--format", "fmt", type=click.Choice(sorted([*export.FORMATS, *export.FORMAT_ALIASES])),
+              default="jsonl", show_default=True, callback=_format_name,
               help="Output format (markdown/html: a formatted bibliography).")  # fmt: skip
 @filter_options
 @click.option("--list", "list_name", help="Only the studies on this reading list, in its order.")
@@ -114,13 +136,10 @@ def export_cmd(settings: Settings, fmt: str, list_name: str | None, style: str,
     \b
     Exit status: 0 written; 1 a failure at run time (an invalid --search or --sql, an
     output file that cannot be written); 2 a usage error: an unknown tag value or
-    --list, a --since that is not a date, --style with a format other than markdown/html.
+    --list, a --since that is not a date, --style with a format other than markdown/html,
+    --title with one other than markdown/html/atom, --alert-on with one other than atom.
     """
-    ctx = click.get_current_context()
-    if (fmt not in _STYLED_FORMATS
-            and ctx.get_parameter_source("style") != click.core.ParameterSource.DEFAULT):  # fmt: skip
-        raise click.UsageError(f"--style applies to --format {' or '.join(_STYLED_FORMATS)}, "
-                               f"not {fmt} (which has no citation style)")  # fmt: skip
+    _reject_unused_options(click.get_current_context(), fmt)
     db = open_or_fail(settings, create=False, read_only=True)
     if list_name is not None:
         _require_list(db, list_name, param_hint="--list")

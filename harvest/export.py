@@ -73,6 +73,8 @@ FORMATS: dict[str, Format] = {
     "html": Format("html", "html", "text/html; charset=utf-8"),
     "atom": Format("atom", "atom", "application/atom+xml; charset=utf-8"),
 }
+# Other names a format goes by: the help and README call it CSL-JSON.
+FORMAT_ALIASES = {"csl-json": "csljson"}
 
 
 # --- the JSONL export (kept as it was: the CLI and notebooks use it) ------------------------
@@ -130,13 +132,15 @@ def fts_query(text: str | None) -> str:
     it is rewritten: a term holding characters FTS5 reads as syntax is quoted as a phrase (``dry-needling``
     becomes ``"dry-needling"``, which the tokenizer splits into the phrase "dry needling",
     the same tokens the index holds). Kept as they are: "quoted phrases" (an unclosed quote
-    is closed; curly quotes “…” are read as straight ones), AND, OR, NOT, NEAR(a b, N), prefix*, ^initial, ``+``, parentheses (unbalanced
+    is closed; curly quotes “…” and guillemets «…» are read as straight ones), AND, OR, NOT, NEAR(a b, N), prefix*, ^initial, ``+``, parentheses (unbalanced
     ones are dropped or closed) and column filters naming a ``studies_fts`` column
     (``title:needling``, ``-{abstract mesh_text}:knee``). A term next to a parenthesised group
     gets the AND that FTS5 requires there. A possessive outside quotes (``Gunn's``) searches
-    its bare word (``Gunn``). An empty search becomes ``""``, which matches nothing (callers
-    treat a blank search as no search); a misplaced operator (``pain AND``) is left for FTS5
-    to report.
+    its bare word (``Gunn``). ``-word`` or ``-"phrase"`` excludes, as in web search, also
+    first (``-knee needling`` is ``needling NOT knee``); exclusions alone (``-knee``) become
+    ``NOT knee``, which FTS5 rejects (:func:`search_error` explains it). An empty search
+    becomes ``""``, which matches nothing (callers treat a blank search as no search); a
+    misplaced operator (``pain AND``) is left for FTS5 to report.
     """
     return _fts_query("" if text is None else str(text))
 
@@ -149,9 +153,11 @@ def _fts_query(text: str) -> str:
     return _fts_rewrite(text)
 
 
-# Curly double quotes (what word processors and phones type) delimit a phrase as " does;
-# FTS5 would read them as part of a word. NUL ends a C string, so it is a space here.
-_SEARCH_CHARS = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\x00": " "})
+# Curly double quotes and French guillemets (what word processors and phones type) delimit
+# a phrase as " does; FTS5 would read them as part of a word. NUL ends a C string, so it is
+# a space here.
+_SEARCH_CHARS = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"',
+                               "\u00bb": '"', "\x00": " "})  # fmt: skip
 
 # FTS5 takes "Gunn’s" (curly apostrophe) as one bareword, the phrase "gunn s", and "Gunn's" as
 # a syntax error: outside double quotes both become the bare word before anything else.
@@ -182,6 +188,8 @@ def _fts5_accepts(text: str) -> bool:
 def _fts_rewrite(text: str) -> str:
     """:func:`fts_query` for a search FTS5 rejects as typed."""
     tokens = _FTS_TOKENS.findall(text)
+    excluded, skip = _leading_exclusions(tokens)
+    tokens = tokens[skip:]
     out: list[str] = []
     last = ""  # "term" (a term, phrase or ")"), "prefix" (a column filter) or "" (operator)
     depth = 0
@@ -231,20 +239,104 @@ def _fts_rewrite(text: str) -> str:
             parts = [p for p in re.split(r"(,)", tok) if p]
             out += [p if p == "," or p.isdigit() else _fts_term(p) for p in parts]
             last = "term"
+        elif tok == "-" and last == "term" and nxt.startswith('"'):  # needling -"knee pain"
+            out.append("NOT")
+            last = ""
         elif tok.startswith("-") and last == "term":  # "needling -shoulder", as in web search
             out += ["NOT", _fts_term(tok[1:])]
         else:
             out.append(_fts_term(tok))
             last = "term"
     out += [")"] * depth
+    return _with_exclusions(out, excluded)
+
+
+def _leading_exclusions(tokens: Sequence[str]) -> tuple[list[str], int]:
+    """The ``-word`` and ``-"phrase"`` a search starts with ("-knee needling"): web-search
+    exclusions, not words to find (a column filter, ``-title:knee``, is not one). Returns
+    them as FTS5 terms, and how many tokens they took."""
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        tok, nxt = tokens[i], tokens[i + 1] if i + 1 < len(tokens) else ""
+        if tok == "-" and nxt.startswith('"'):
+            out.append(nxt if _FTS_PHRASE.fullmatch(nxt) else nxt + '"')
+            i += 2
+        elif (tok[:1] == "-" and re.search(r"\w", tok) and not tok.startswith("-{")
+              and not _fts_columns_ok(tok)):  # fmt: skip
+            out.append(_fts_term(tok[1:]))
+            i += 1
+        else:
+            break
+    return out, i
+
+
+def _with_exclusions(out: list[str], excluded: list[str]) -> str:
+    """The rewritten search followed by NOT each leading exclusion: "-knee needling" is
+    "needling NOT knee". Exclusions alone stay "NOT knee", which FTS5 rejects: it cannot
+    search for everything but a word (:func:`search_error` says so)."""
+    if excluded and out and _top_level_or(out):
+        out = ["(", *out, ")"]  # NOT binds tighter than OR: exclude from the whole search
+    out = out + [w for term in excluded for w in ("NOT", term)]
     return " ".join(out) or '""'
+
+
+def _top_level_or(tokens: Sequence[str]) -> bool:
+    depth = 0
+    for tok in tokens:
+        depth += (tok == "(") - (tok == ")")
+        if tok == "OR" and depth == 0:
+            return True
+    return False
 
 
 def _fts_noise(tok: str, nxt: str) -> bool:
     """A token with no word in it that is not syntax: dropped from a rewritten search."""
     if tok in ("(", ")", "+") or tok.startswith(('"', "{", "-{", ":")) or re.search(r"\w", tok):
         return False
-    return not (tok == "-" and _fts_columns_ok(nxt))
+    return not (tok == "-" and (_fts_columns_ok(nxt) or nxt.startswith('"')))
+
+
+_FTS_OPERATORS = ("AND", "OR", "NOT")
+
+
+def search_error(search: str, exc: Exception | str) -> str:
+    """Why FTS5 rejected a search, in plain words where that is cheap to tell, else in
+    FTS5's own (which may name a character the researcher did not type)."""
+    if _only_excludes(search):
+        return f"a search needs at least one word to find; {search!r} only excludes"
+    problem = _fts_problem(fts_query(search))
+    return f"search {search!r} is not a valid full-text query: {problem or exc}"
+
+
+def _only_excludes(search: str) -> bool:
+    """True for a web-style search that only excludes ("-knee", "-knee -shoulder"); a
+    typed "NOT knee" is a misplaced operator, explained as such."""
+    if not search.lstrip().startswith("-"):
+        return False
+    tokens = _FTS_TOKENS.findall(fts_query(search))
+    return bool(tokens) and len(tokens) % 2 == 0 and all(t == "NOT" for t in tokens[::2])
+
+
+def _fts_problem(query: str) -> str | None:
+    """An operator or bracket with nothing to search for beside it, as FTS5 will reject it."""
+    tokens = _FTS_TOKENS.findall(query)
+    prev = ""
+    for i, tok in enumerate(tokens):
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if tok == "(" and nxt == ")":
+            return "the brackets ( ) hold nothing to search for"
+        if tok in _FTS_OPERATORS:
+            if prev in _FTS_OPERATORS:
+                return f"{prev} {tok}: two operators with nothing between them"
+            if prev in ("", "("):
+                return f"{tok} needs something to search for before it"
+            if nxt in ("", ")"):
+                return f"{tok} needs something to search for after it"
+        elif tok.endswith(":") and nxt in ("", ")", *_FTS_OPERATORS):
+            return f"the column filter {tok} has nothing to search for after it"
+        prev = tok
+    return None
 
 
 def _fts_columns_ok(filter_text: str) -> bool:
@@ -302,6 +394,8 @@ def select_study_ids(
         where.append("s.first_seen >= ?")
         args.append(_since(since))
     if search and search.strip():  # a blank search is no search, as in Datasette
+        if _only_excludes(search):  # FTS5 cannot search for "everything but"
+            raise ExportError(search_error(search, ""))
         where.append("s.id IN (SELECT rowid FROM studies_fts WHERE studies_fts MATCH ?)")
         args.append(fts_query(search))
     order = "s.year DESC, s.pub_date DESC, s.id DESC"
@@ -312,7 +406,7 @@ def select_study_ids(
         lst = get_list(db, list_name)
         join = "JOIN reading_list_items i ON i.study_id = s.id AND i.list_id = ?"
         args.insert(0, lst["id"])
-        order = "i.added, s.id"
+        order = "i.added, i.rowid"  # rowid: the order items were added within one second
     if sql:
         where.append(f"s.id IN ({','.join('?' * len(ids))})" if (ids := sql_study_ids(db, sql)) else "0")
         args += ids
@@ -322,7 +416,7 @@ def select_study_ids(
         return [r[0] for r in db.execute(query, args).fetchall()]
     except (sqlite3.OperationalError, UnicodeEncodeError) as exc:  # encode: bytes not UTF-8
         if search:
-            raise ExportError(f"search {search!r} is not a valid full-text query: {exc}") from exc
+            raise ExportError(search_error(search, exc)) from exc
         raise
 
 
@@ -357,12 +451,25 @@ def sql_study_ids(db: Database, sql: str) -> list[int]:
     finally:
         conn.execute("PRAGMA query_only = OFF")
     if "study_id" in names or "id" in names:
-        col = names.index("study_id" if "study_id" in names else "id")
-        return [int(r[col]) for r in rows if r[col] is not None]
+        name = "study_id" if "study_id" in names else "id"
+        col = names.index(name)
+        return [_sql_study_id(name, r[col]) for r in rows if r[col] is not None]
     if "pmid" in names:
         col = names.index("pmid")
         return ids_for_pmids(db, [str(r[col]) for r in rows if r[col] is not None])
     raise ExportError("--sql must return a study_id, id or pmid column")
+
+
+def _sql_study_id(column: str, value: Any) -> int:
+    """A --sql row's study id; anything but an integer is the query's mistake, not ours."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+        return int(value)
+    shown = repr(value if not isinstance(value, str) or len(value) <= 60 else value[:57] + "...")
+    raise ExportError(f"--sql: column {column} must hold study ids (integers), not {shown}")
 
 
 def ids_for_pmids(db: Database, pmids: Sequence[str]) -> list[int]:
@@ -565,7 +672,7 @@ def _csv_cell(value: Any) -> Any:
 def to_csv(records: Iterable[dict[str, Any]]) -> str:
     """One row per study with the tag columns a spreadsheet user filters on."""
     buf = io.StringIO()
-    cols = ["pmid", "doi", "pmcid", "title", "authors", "journal", "volume", "issue", "pages",
+    cols = ["pmid", "doi", "pmcid", "title", "authors", "journal", "journal_abbrev", "volume", "issue", "pages",
             "year", "pub_date", "design",
             "interventions", "conditions", "comparators", "population", "sample_size",
             "conclusion", "flags", "retracted", "first_seen", "url"]  # fmt: skip
@@ -596,8 +703,11 @@ def to_ris_entries(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "keywords": tag_keywords(rec) + list(rec.get("keywords") or []),
             "notes": [_one_line(tag_note(rec))],
         }
+        # T2 is the journal's title (Zotero's publicationTitle), JO its standard abbreviation
         if rec.get("journal"):
-            e["journal_name"] = rec["journal"]
+            e["secondary_title"] = rec["journal"]
+        if rec.get("journal_abbrev"):
+            e["journal_name"] = rec["journal_abbrev"]
         if rec.get("volume"):
             e["volume"] = rec["volume"]
         if rec.get("issue"):
@@ -686,6 +796,7 @@ def _bib_name(author: str) -> str:
 
 def to_bibtex(records: Iterable[dict[str, Any]]) -> str:
     import bibtexparser
+    from bibtexparser.middlewares import default_unparse_stack
     from bibtexparser.model import Entry, Field
 
     library = bibtexparser.Library()
@@ -694,6 +805,7 @@ def to_bibtex(records: Iterable[dict[str, Any]]) -> str:
             "title": rec["title"],
             "author": " and ".join(map(_bib_name, rec.get("authors") or [])),
             "journal": rec.get("journal"),
+            "shortjournal": rec.get("journal_abbrev"),  # biblatex; BibTeX ignores it
             "volume": rec.get("volume"),
             "number": rec.get("issue"),
             "pages": full_pages(rec.get("pages"), "--"),
@@ -720,8 +832,12 @@ def to_bibtex(records: Iterable[dict[str, Any]]) -> str:
             else:
                 text = bibtex_escape(value)
             out.append(Field(key, text))  # bibtexparser adds the enclosing braces
-        library.add(Entry("article", citation_key(rec), out))
-    return bibtexparser.write_string(library)
+        # @article requires a journal (BibTeX warns without one); @misc does not
+        library.add(Entry("article" if rec.get("journal") else "misc", citation_key(rec), out))
+    # the library is ours to change: an in-place stack spares a deep copy of every entry
+    # (and bibtexparser's warning about it on large exports)
+    stack = default_unparse_stack(allow_inplace_modification=True)
+    return bibtexparser.write_string(library, unparse_stack=stack)
 
 
 def to_csl_items(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -740,7 +856,8 @@ def to_csl_items(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             item["author"] = [_split_author(a) for a in rec["authors"]]
         if parts := _date_parts(rec):
             item["issued"] = {"date-parts": [parts]}
-        for key, csl in (("journal", "container-title"), ("volume", "volume"), ("issue", "issue"),
+        for key, csl in (("journal", "container-title"), ("journal_abbrev", "container-title-short"),
+                         ("volume", "volume"), ("issue", "issue"),
                          ("doi", "DOI"), ("pmid", "PMID"), ("pmcid", "PMCID"),
                          ("abstract", "abstract")):  # fmt: skip
             if rec.get(key):
@@ -827,7 +944,7 @@ def _html_escape_csl(value: Any) -> Any:
 def to_markdown(records: Sequence[dict[str, Any]], *, style: str = "vancouver",
                 title: str = "Reading list") -> str:  # fmt: skip
     """A numbered Markdown bibliography with links and our tags under each reference."""
-    lines = [f"# {title}", ""]
+    lines = [f"# {_md_escape(' '.join(title.split()))}", ""]  # a heading is one line
     for n, (rec, ref) in enumerate(zip(records, bibliography(records, style=style), strict=True), 1):
         ref = re.sub(r"^\d+\.\s*", "", ref.strip())  # Vancouver numbers; the list numbers too
         lines.append(f"{n}. {_md_escape(ref)}")
@@ -923,7 +1040,8 @@ def _attr(value: str) -> str:
 
 def render(fmt: str, records: Sequence[dict[str, Any]], *, style: str = "vancouver",
            title: str | None = None, **atom: Any) -> str:  # fmt: skip
-    """Write records in one of :data:`FORMATS`."""
+    """Write records in one of :data:`FORMATS` (or :data:`FORMAT_ALIASES`)."""
+    fmt = FORMAT_ALIASES.get(fmt, fmt)
     if fmt == "jsonl":
         return "".join(to_jsonl(records))
     if fmt == "csv":

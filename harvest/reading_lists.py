@@ -124,7 +124,7 @@ def list_items(db: Database, name: str) -> list[dict[str, Any]]:
             "SELECT s.id AS study_id, s.pmid, s.doi, s.year, s.title, s.retracted, s.deleted, i.note, "
             "i.added, (SELECT count(*) FROM studies d WHERE d.doi = s.doi AND d.deleted = 0) "
             "AS live_with_doi FROM reading_list_items i JOIN studies s ON s.id = i.study_id "
-            "WHERE i.list_id = ? ORDER BY i.added, s.id",
+            "WHERE i.list_id = ? ORDER BY i.added, i.rowid",  # rowid: order within one second
             [lst["id"]],
         )
     )
