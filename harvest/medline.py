@@ -280,6 +280,7 @@ def _study(record: Medline.Record) -> Study:
         pmcid=normalize_pmcid(_text(record, "PMC")),
         abstract=_text(record, "AB"),
         journal=_text(record, "JT", "TA"),
+        journal_abbrev=_text(record, "TA"),
         volume=_text(record, "VI"),
         issue=_text(record, "IP"),
         pages=_text(record, "PG"),  # MedlinePgn, as in the XML: "101-10"

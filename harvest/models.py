@@ -61,6 +61,9 @@ class Study:
     pmcid: str | None = None
     abstract: str | None = None
     journal: str | None = None
+    # NLM's title abbreviation ("J Mol Biol", MedlineTA), which Vancouver references use and
+    # reference managers keep beside the full title.
+    journal_abbrev: str | None = None
     # Where in the journal, as the source writes them: volume and issue are text ("12",
     # "Suppl 2", "3-4"); pages keep NLM's MedlinePgn form ("101-10", "e0123", "S1-S10").
     volume: str | None = None

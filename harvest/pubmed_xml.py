@@ -598,6 +598,14 @@ def _first_text(index: dict[str, etree._Element], *tags: str) -> str | None:
     return None
 
 
+def _child_text(elem: etree._Element | None, tag: str) -> str | None:
+    """Flattened text of ``elem``'s first ``tag`` child, read without indexing the others."""
+    for child in () if elem is None else elem:
+        if child.tag == tag:
+            return _flatten(child) or None
+    return None
+
+
 def _to_int(text: str | None, default: int) -> int:
     try:
         return int((text or "").strip())
@@ -831,6 +839,8 @@ def _article(record: etree._Element) -> Study:
     pmid, version = _pmid(cited.get("PMID"))
     doi, pmcid = _ids(_children(parts.get("PubmedData"), "ArticleIdList"), article)
     pub_date = _pub_date(issue.get("PubDate"), article)
+    # NLM's title abbreviation ("J Mol Biol"), as Vancouver references write it
+    abbrev = _child_text(cited.get("MedlineJournalInfo"), "MedlineTA") or _first_text(journal, "ISOAbbreviation")
     return Study(
         title=_first_text(fields, "ArticleTitle", "VernacularTitle") or "",
         pmid=pmid,
@@ -838,8 +848,8 @@ def _article(record: etree._Element) -> Study:
         doi=doi,
         pmcid=pmcid,
         abstract=_abstract(fields.get("Abstract"), _all(cited, "OtherAbstract")),
-        journal=_first_text(journal, "Title", "ISOAbbreviation")
-        or _first_text(_index(cited.get("MedlineJournalInfo")), "MedlineTA"),
+        journal=_first_text(journal, "Title") or abbrev,
+        journal_abbrev=abbrev,
         volume=_first_text(issue, "Volume"),
         issue=_first_text(issue, "Issue"),
         pages=_pages(fields.get("Pagination")),

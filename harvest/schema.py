@@ -390,3 +390,11 @@ def m004_studies_volume_issue_pages(db: Database) -> None:
     for name in ("volume", "issue", "pages"):
         if name not in columns:
             db["studies"].add_column(name, str)
+
+
+@migrations()
+def m005_studies_journal_abbrev(db: Database) -> None:
+    # NLM's journal title abbreviation (MedlineTA), for Vancouver references and the RIS JO
+    # field; filled like m004's columns when a record is next saved.
+    if "journal_abbrev" not in db["studies"].columns_dict:
+        db["studies"].add_column("journal_abbrev", str)

@@ -31,12 +31,13 @@ _MERGE_FIELDS = (
     "pmid", "pmid_version", "doi", "pmcid", "title", "abstract", "journal", "pub_date",
     "year", "authors", "languages", "publication_types", "mesh", "mesh_text", "keywords",
     "keywords_text", "medline_status", "date_revised", "corrections", "url", "retracted",
-    "volume", "issue", "pages",
+    "volume", "issue", "pages", "journal_abbrev",
 )  # fmt: skip
-# Merge fields added after rows were first hashed: they enter the content hash only when one
-# is set, so a record without them keeps the hash it always had (see :func:`_hash`).
-_LATER_FIELDS = ("volume", "issue", "pages")
-_HASHED_ALWAYS = tuple(k for k in _MERGE_FIELDS if k not in _LATER_FIELDS)
+# Merge fields added after rows were first hashed, one group per schema change: a group
+# enters the content hash only when one of its fields is set, so a record without them
+# keeps the hash it always had (see :func:`_hash`).
+_LATER_FIELDS = (("volume", "issue", "pages"), ("journal_abbrev",))
+_HASHED_ALWAYS = tuple(k for k in _MERGE_FIELDS if not any(k in group for group in _LATER_FIELDS))
 # Record sources in order of authority: PubMed's own record beats a feed's description.
 _AUTHORITY = {"pubmed": 3, "medline": 3, "sample": 1, "feed": 1}
 # Only NLM's own records replace each other's fields (revisions); two feeds describing one
@@ -195,6 +196,7 @@ def study_to_row(study: Study) -> dict[str, Any]:
         "title": study.title,
         "abstract": study.abstract,
         "journal": study.journal,
+        "journal_abbrev": study.journal_abbrev or None,
         "volume": study.volume or None,
         "issue": study.issue or None,
         "pages": study.pages or None,
@@ -235,15 +237,16 @@ def _hash(row: dict[str, Any]) -> str:
     ``repr`` of a tuple of str/int/None is stable and three times cheaper than JSON,
     which matters on the re-import path where every record is hashed and compared.
 
-    :data:`_LATER_FIELDS` are appended only when one of them is set: a row stored before
-    they existed, and any record that still lacks them, hashes exactly as before, so an
+    Each group of :data:`_LATER_FIELDS` is appended only when one of its fields is set: a
+    row stored before they existed, and any record that still lacks them, hashes exactly as before, so an
     upgrade does not make a re-import count every such row as updated. A record that
     brings them to a row without them is a change, stored on that save (once).
     """
     values = [row.get(k) for k in _HASHED_ALWAYS]
-    later = [row.get(k) for k in _LATER_FIELDS]
-    if any(v is not None for v in later):
-        values += later
+    for group in _LATER_FIELDS:
+        later = [row.get(k) for k in group]
+        if any(v is not None for v in later):
+            values += later
     return hashlib.sha1(repr(tuple(values)).encode()).hexdigest()
 
 

@@ -141,15 +141,19 @@ def _old_hash(row: dict[str, Any]) -> str:
 
 
 def _make_pre_upgrade_db(path: Path) -> None:
-    """A database as the previous version left it: no volume/issue/pages columns, the MEDLINE
-    fixture's two records stored with the hashes that version computed."""
+    """A database as the version before m004 left it: no volume/issue/pages (nor the later
+    journal_abbrev) columns, the MEDLINE fixture's two records stored with the hashes that
+    version computed."""
+    later = ("volume", "issue", "pages", "journal_abbrev")
     db = store.open_db(path)
     with store.write_tx(db):
-        db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm004_studies_volume_issue_pages'")
-        for col in ("volume", "issue", "pages"):
+        db.execute("DELETE FROM _sqlite_migrations WHERE name IN "
+                   "('m004_studies_volume_issue_pages', 'm005_studies_journal_abbrev')")
+        for col in later:
             db.execute(f"ALTER TABLE studies DROP COLUMN {col}")
         for study in parse_medline(MEDLINE_FIXTURE):
-            row = {k: v for k, v in store.study_to_row(study).items() if k not in ("volume", "issue", "pages")}
+            study.journal_abbrev = None  # as that version parsed it
+            row = {k: v for k, v in store.study_to_row(study).items() if k not in later}
             row.update(content_hash=_old_hash(row), first_seen="2026-01-01T00:00:00Z",
                        last_updated="2026-01-01T00:00:00Z")  # fmt: skip
             db["studies"].insert(row)
@@ -160,8 +164,9 @@ def test_an_existing_database_gains_the_columns_and_keeps_its_rows(tmp_path):
     path = tmp_path / "old.db"
     _make_pre_upgrade_db(path)
     db = store.open_db(path)
-    assert {"volume", "issue", "pages"} <= set(db["studies"].columns_dict)
-    assert "m004_studies_volume_issue_pages" in {m.name for m in store.schema.migrations.applied(db)}
+    assert {"volume", "issue", "pages", "journal_abbrev"} <= set(db["studies"].columns_dict)
+    applied = {m.name for m in store.schema.migrations.applied(db)}
+    assert {"m004_studies_volume_issue_pages", "m005_studies_journal_abbrev"} <= applied
     assert db["studies"].count == 2
     assert [r["volume"] for r in db.query("SELECT volume FROM studies")] == [None, None]
     # ADD COLUMN, not transform(): the FTS triggers are still there and the index agrees
@@ -175,15 +180,24 @@ def test_reimport_after_upgrade_fills_the_new_fields_once_and_leaves_other_rows_
     _make_pre_upgrade_db(path)
     db = store.open_db(path)
     first = ingest.import_file(db, MEDLINE_FIXTURE)
-    # 90000006 has VI/IP/PG: it gains them (a real change); 90000014 has none: its stored
-    # hash is still right, so it is not counted as updated and keeps its last_updated.
-    assert (first.counts.new, first.counts.updated, first.counts.unchanged) == (0, 1, 1), first
+    # 90000006 gains VI/IP/PG and its TA abbreviation; 90000014 gains its TA abbreviation only:
+    # both are real changes, each stored once.
+    assert (first.counts.new, first.counts.updated, first.counts.unchanged) == (0, 2, 0), first
     rows = {r["pmid"]: r for r in db.query("SELECT * FROM studies")}
     assert (rows["90000006"]["volume"], rows["90000006"]["issue"], rows["90000006"]["pages"]) == ("12", "3", "101-110")
-    assert rows["90000014"]["last_updated"] == "2026-01-01T00:00:00Z"
-    assert rows["90000014"]["content_hash"] == _old_hash(rows["90000014"])
+    assert (rows["90000006"]["journal_abbrev"], rows["90000014"]["journal_abbrev"]) == ("Synth Pain J",) * 2
     again = ingest.import_file(db, MEDLINE_FIXTURE, force=True)
     assert (again.counts.updated, again.counts.unchanged) == (0, 2), again
+
+
+def test_a_record_without_the_later_fields_keeps_the_hash_it_always_had():
+    # Each schema change's fields enter the hash only when set: a row stored before m004
+    # (no location) or before m005 (no abbreviation) is not "updated" by an upgrade alone.
+    bare = store.study_to_row(Study(title="T", pmid="1"))
+    assert store._hash(bare) == _old_hash(bare)
+    located = store.study_to_row(Study(title="T", pmid="1", volume="3", pages="1-9"))
+    before_m005 = _OLD_HASHED + ("volume", "issue", "pages")
+    assert store._hash(located) == hashlib.sha1(repr(tuple(located.get(k) for k in before_m005)).encode()).hexdigest()
 
 
 # --- exports ------------------------------------------------------------------------------
@@ -259,9 +273,21 @@ def test_csljson_volume_issue_page(records):
     assert not {"volume", "issue", "page"} & set(third)
 
 
+def test_journal_title_and_abbreviation_go_where_reference_managers_look(records):
+    import rispy
+
+    entry = rispy.loads(export.to_ris([records["9997"]]))[0]
+    # Zotero: T2 is the publication title, JO the journal abbreviation
+    assert (entry["secondary_title"], entry["journal_name"]) == ("Biochimica et biophysica acta", "Biochim Biophys Acta")
+    item = export.to_csl_items([records["9997"]])[0]
+    assert (item["container-title"], item["container-title-short"]) == ("Biochimica et biophysica acta", "Biochim Biophys Acta")
+    assert "shortjournal = {Biochim Biophys Acta}" in export.to_bibtex([records["9997"]])
+
+
 def test_csv_volume_issue_pages_columns(records):
     rows = list(csv.DictReader(io.StringIO(export.to_csv([records["9997"], records["90000014"]]))))
-    assert list(rows[0])[5:9] == ["journal", "volume", "issue", "pages"]
+    assert list(rows[0])[5:10] == ["journal", "journal_abbrev", "volume", "issue", "pages"]
+    assert (rows[0]["journal"], rows[0]["journal_abbrev"]) == ("Biochimica et biophysica acta", "Biochim Biophys Acta")
     assert (rows[0]["volume"], rows[0]["issue"], rows[0]["pages"]) == ("446", "1", "179-91")
     assert (rows[1]["volume"], rows[1]["issue"], rows[1]["pages"]) == ("", "", "")
 
@@ -271,19 +297,20 @@ def test_vancouver_markdown_journal_year_volume_issue_pages(records):
     refs = [line for line in md.splitlines() if re.match(r"\d+\. ", line)]
     assert refs[0] == (
         "1. Strekas TC. Magnetic studies of Chromatium flavocytochrome C552. A mechanism for "
-        "heme-flavin interaction. Biochimica et biophysica acta \\[Internet\\]. 1976 Sep 28;446(1):179-91. "
+        "heme-flavin interaction. Biochim Biophys Acta \\[Internet\\]. 1976 Sep 28;446(1):179-91. "
         "Available from: https://pubmed.ncbi.nlm.nih.gov/9997/"
     )
-    assert "Synthetic pain journal \\[Internet\\]. 2020 Mar 15;12(3):101-110. Available from: " in refs[1]
+    # Vancouver writes NLM's title abbreviation (MedlineTA, MEDLINE's TA)
+    assert "Synth Pain J \\[Internet\\]. 2020 Mar 15;12(3):101-110. Available from: " in refs[1]
     # no volume, issue or pages: the date ends the source part, without an empty ";"
     assert "Synth Pain J \\[Internet\\]. 1998 Dec. Available from: " in refs[2]
-    assert "Social justice (San Francisco, Calif) \\[Internet\\]. 1990;17(1):113-25. Available" in refs[3]
+    assert "Soc Justice \\[Internet\\]. 1990;17(1):113-25. Available" in refs[3]
     assert not [r for r in refs if ";." in r or re.search(r"\d{4}[A-Z]", r)]
 
 
 def test_vancouver_html_has_the_same_source_part(records):
     html = export.to_html([records["9997"]])
-    assert "Biochimica et biophysica acta [Internet]. 1976 Sep 28;446(1):179-91. Available" in html
+    assert "Biochim Biophys Acta [Internet]. 1976 Sep 28;446(1):179-91. Available" in html
 
 
 def _rec(**kw: Any) -> dict[str, Any]:

@@ -31,6 +31,7 @@ def test_result1_whole_record():
                 "Bio counterparts, particularly from the point of view of the beginning biologist programmer."
             ),
             journal="Briefings in bioinformatics",
+            journal_abbrev="Brief Bioinform",
             volume="3",
             issue="3",
             pages="296-302",
@@ -114,6 +115,7 @@ def test_synthetic_export_corrections_keywords_and_groups():
             "RESULTS: Nothing real happened. CONCLUSIONS: None."
         ),
         journal="Synthetic pain journal",
+        journal_abbrev="Synth Pain J",
         volume="12",  # VI
         issue="3",  # IP
         pages="101-110",  # PG

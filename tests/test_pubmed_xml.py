@@ -221,6 +221,7 @@ def test_efetch_pubmed1_second_record_whole():
             "influence flavin reactivity, indicating the existence of a mechanism for heme-flavin interaction."
         ),
         journal="Biochimica et biophysica acta",
+        journal_abbrev="Biochim Biophys Acta",
         volume="446",
         issue="1",
         pages="179-91",  # MedlinePgn, not StartPage/EndPage (179, 191)
@@ -442,6 +443,7 @@ def test_update_file_whole_record(by_pmid):
                 "anesthesia. Besides, a safe and sufficient dose of local anesthetic should be used."
             ),
             journal="Journal of anesthesia",
+            journal_abbrev="J Anesth",
             volume="35",
             issue="3",
             pages="341-344",
@@ -606,6 +608,8 @@ def test_other_abstract_only_when_no_abstract_and_article_date_only_without_year
     assert (first.abstract, first.pub_date, first.journal) == ("OBJETIVO: Uno.\n\nDos.", "2021-02-03", "Rev Synth")
     assert (first.pmid_version, first.doi) == (3, "10.5555/abc")
     assert (second.abstract, second.pub_date, second.journal) == ("Main.", "2020", "Synth J")
+    # NLM's title abbreviation: MedlineTA, else the ISO abbreviation
+    assert (first.journal_abbrev, second.journal_abbrev) == ("Rev Synth", "Synth J")
     assert second.pmid_version == 1  # an unreadable Version falls back to 1
 
 
