@@ -10,6 +10,10 @@ by ``harvest.export.fts_query``, the reading ``harvest export --search`` uses: w
 Datasette's own escaping quotes every word, so OR and NEAR would be searched as words.
 A blank ``?_search=`` (or ``?_search_<column>=``) is dropped before Datasette reads it, so an
 empty search box means no search (all rows), not a search for nothing.
+
+Canned-query parameters are checked as the CLI checks its options: a ``since`` that is not a
+date, an unknown reading ``list`` or ``intervention`` is answered with HTTP 400 and the reason
+in every format, not with an empty result. A blank one is left alone (the query's empty form).
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from typing import Any
 from urllib.parse import unquote_plus, urlencode
 
 from datasette import hookimpl
-from datasette.utils.asgi import BadRequest, Response
+from datasette.plugins import pm
+from datasette.utils import await_me_maybe, derive_named_parameters, tilde_decode
+from datasette.utils.asgi import BadRequest, Request, Response
 from markupsafe import Markup
 from sqlite_utils import Database
 
-from harvest import export
+from harvest import export, reading_lists, tagging
 
 _RENDERERS = {"ris": "ris", "bib": "bibtex", "csljson": "csljson", "atom": "atom"}
 
@@ -83,7 +89,17 @@ _PAGING_ARGS = ("_next", "_size", "_shape", "_sort", "_sort_desc")
 
 # An export holds up to this many rows (the evidence base holds a few thousand studies): a
 # table or view export follows Datasette's pages, a query's is re-run without its row cap.
+# A selection larger than this is refused (HTTP 400), never cut short in silence.
 MAX_EXPORT_ROWS = 50_000
+
+
+def _refuse_over_cap(keys: list[Any], name: str, ext: str) -> None:
+    """A reference-manager file has no place for a warning, so a cut file would drop rows
+    unseen: refuse instead, saying why."""
+    if len(keys) > MAX_EXPORT_ROWS:
+        raise BadRequest(f"{name} selects more than {MAX_EXPORT_ROWS:,} studies, the most a "
+                         f".{ext} download holds: narrow the filters or the search, or use "
+                         "harvest export")  # fmt: skip
 
 
 def _args_except(request: Any, names: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -106,15 +122,14 @@ async def _all_keys(datasette: Any, request: Any, col: str, sort: str | None) ->
         args.append(("_sort", sort))
     keys: list[Any] = []
     token: str | None = None
-    while len(keys) < MAX_EXPORT_ROWS:
+    while True:  # one row past the cap is enough to know the selection is too large
         paging = [("_next", token)] if token else []
         query = urlencode([*args, *paging, ("_size", "max"), ("_shape", "objects")])
         page = (await datasette.client.get(f"{base}?{query}")).json()
         keys += [row[col] for row in page.get("rows", []) if row.get(col) is not None]
         token = page.get("next")
-        if not token:
-            break
-    return keys[:MAX_EXPORT_ROWS]
+        if not token or len(keys) > MAX_EXPORT_ROWS:
+            return keys
 
 
 async def _all_query_keys(datasette: Any, database: str, query: dict[str, Any], col: str) -> list[Any]:
@@ -123,8 +138,7 @@ async def _all_query_keys(datasette: Any, database: str, query: dict[str, Any], 
     results = await datasette.get_database(database).execute(
         query["sql"], query.get("params") or {}, truncate=False
     )
-    keys = [row[col] for row in results.rows if row[col] is not None]
-    return keys[:MAX_EXPORT_ROWS]
+    return [row[col] for row in results.rows if row[col] is not None]
 
 
 def _feed_id(request: Any) -> str:
@@ -140,16 +154,18 @@ def _make_render(fmt: str):
     async def render(datasette: Any, database: str, columns: list[str], rows: list[Any],
                      request: Any, table: str | None, query_name: str | None,
                      data: dict[str, Any]) -> Response:
-        _refuse(data, columns, table, query_name or table, request.path.rsplit(".", 1)[-1])
+        ext = request.path.rsplit(".", 1)[-1]
+        _refuse(data, columns, table, query_name or table, ext)
         col = _id_column(columns)
         assert col is not None  # _refuse checked it
         keys = [row[col] for row in rows if row[col] is not None]
+        name = query_name or table or "query"
         # A reading list holds every row selected; an alert feed is the page, newest first.
         if fmt != "atom" and (data.get("next") or "_next" in request.args):
             keys = await _all_keys(datasette, request, col, "id" if "id" in columns else None)
         elif fmt != "atom" and data.get("truncated") and data.get("query"):
             keys = await _all_query_keys(datasette, database, data["query"], col)
-        name = query_name or table or "query"
+        _refuse_over_cap(keys, name, ext)
 
         def load(conn: Any) -> str:
             db = Database(conn)
@@ -170,9 +186,80 @@ def _make_render(fmt: str):
     return render
 
 
+def since_utc(value: Any) -> str | None:
+    """``since`` as ``harvest export --since`` reads it (a date, or an ISO time as UTC text
+    like ``first_seen``); NULL, so no rows, when blank or not a date."""
+    text = "" if value is None else str(value).strip()
+    try:
+        return export._since(text) if text else None
+    except export.ExportError:
+        return None
+
+
 @hookimpl(trylast=True)  # after Datasette's own escape_fts, so that this one is kept
 def prepare_connection(conn: Any) -> None:
     conn.create_function("escape_fts", 1, export.fts_query, deterministic=True)
+    conn.create_function("since_utc", 1, since_utc, deterministic=True)
+
+
+# --- canned-query parameters: a bad value is a 400 with the reason, as in the CLI ----------
+
+
+async def _check_since(db: Any, value: str) -> None:
+    if since_utc(value) is None:
+        raise BadRequest(f"since: {value!r} is not a date (YYYY-MM-DD, or an ISO date and time)")
+
+
+async def _check_list(db: Any, value: str) -> None:
+    try:
+        await db.execute_fn(lambda conn: reading_lists.get_list(Database(conn), value))
+    except reading_lists.ReadingListError as exc:
+        raise BadRequest(f"list: {exc}") from None
+
+
+async def _check_intervention(db: Any, value: str) -> None:
+    try:  # the queries compare lower(trim(:intervention)), as the CLI reads --intervention
+        tagging.load_ruleset().check_value("intervention", value.strip().lower())
+    except tagging.TagError as exc:
+        raise BadRequest(f"intervention: {exc}") from None
+
+
+_PARAM_CHECKS = {"since": _check_since, "list": _check_list, "intervention": _check_intervention}
+# Datasette's route for a table, view or canned query, with an optional format extension.
+_QUERY_PATH = re.compile(r"^/(?P<database>[^/.]+)/(?P<name>[^/.]+)(\.\w+)?$")
+
+
+async def _check_query_params(datasette: Any, scope: dict[str, Any]) -> None:
+    """Raise BadRequest if the request is for a canned query and one of its parameters in
+    ``_PARAM_CHECKS`` holds a bad value (a blank one is the query's empty form, left alone)."""
+    path, base = scope.get("path", ""), datasette.setting("base_url")
+    if base != "/" and path.startswith(base):
+        path = "/" + path[len(base):]
+    match = _QUERY_PATH.match(path)
+    if not match or not scope.get("query_string"):
+        return
+    try:
+        db = datasette.get_database(route=tilde_decode(match["database"]))
+    except KeyError:
+        return
+    query = await datasette.get_canned_query(db.name, tilde_decode(match["name"]), None)
+    if not query:
+        return
+    args = Request(scope, None).args
+    for param in query.get("params") or await derive_named_parameters(db, query["sql"]):
+        value = args.get(param) or ""
+        if param in _PARAM_CHECKS and value.strip():
+            await _PARAM_CHECKS[param](db, value)
+
+
+async def _send_error(datasette: Any, request: Any, send: Any, exc: Exception) -> None:
+    """Datasette's own error reply (a page, or JSON for .json), as if a view had raised it."""
+    await datasette.invoke_startup()  # its templates may not be set up before a first request
+    for hook in pm.hook.handle_exception(datasette=datasette, request=request, exception=exc):
+        response = await await_me_maybe(hook)
+        if response is not None:
+            await response.asgi_send(send)
+            return
 
 
 def _drop_blank_searches(query_string: bytes) -> bytes:
@@ -198,12 +285,18 @@ def _drop_blank_searches(query_string: bytes) -> bytes:
 @hookimpl
 def asgi_wrapper(datasette: Any) -> Any:
     def wrap(app: Any) -> Any:
-        async def blank_search_is_no_search(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            if scope.get("type") == "http" and b"_search" in scope.get("query_string", b""):
-                scope = {**scope, "query_string": _drop_blank_searches(scope["query_string"])}
+        async def checked_request(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope.get("type") == "http":
+                if b"_search" in scope.get("query_string", b""):
+                    scope = {**scope, "query_string": _drop_blank_searches(scope["query_string"])}
+                try:
+                    await _check_query_params(datasette, scope)
+                except BadRequest as exc:
+                    await _send_error(datasette, Request(scope, receive), send, exc)
+                    return
             await app(scope, receive, send)
 
-        return blank_search_is_no_search
+        return checked_request
 
     return wrap
 
