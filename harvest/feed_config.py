@@ -56,8 +56,9 @@ class MatchRule:
     none: tuple[re.Pattern[str], ...] = ()
 
     def matches(self, text: str) -> bool:
+        # An empty group would be all([]), True: it matches nothing instead.
         hit = any(p.search(text) for p in self.any) or any(
-            all(p.search(text) for p in group) for group in self.all
+            group and all(p.search(text) for p in group) for group in self.all
         )
         return hit and not any(p.search(text) for p in self.none)
 
@@ -242,6 +243,10 @@ def _rules(section: Any, settings: Settings, where: str) -> dict[str, MatchRule]
             groups = body.get("all", [])
             if not isinstance(groups, list):
                 raise ConfigError(f"{where}: {label}: all must be a list of lists of phrases")
+            if any(g == [] for g in groups):
+                # An empty group has no phrase to require, so it would match every entry.
+                raise ConfigError(f"{where}: {label}: all has an empty group []; give each "
+                                  f"group at least one phrase")  # fmt: skip
             all_ = tuple(
                 tuple(phrase_pattern(p) for p in _strings(g, where, label, "all"))
                 for g in groups

@@ -16,6 +16,7 @@ win, the feed's first-seen date and sighting stay.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -291,12 +292,14 @@ def _save_parsed(
     result.warnings += parsed.warnings
     changed: list[int] = []
     keyless_titles = Counter(_title(e) for e in parsed.entries if not (e.guid or e.link))
+    guids = frozenset(e.guid for e in parsed.entries if e.guid)
     for entry in parsed.entries:
         if not on_topic(feed, config, entry):
             result.skipped += 1
             continue
         saved = save_entry(db, feed.source_name, entry, run_id=result.run_id, now=now,
-                           title_repeated=keyless_titles[_title(entry)] > 1)  # fmt: skip
+                           title_repeated=keyless_titles[_title(entry)] > 1,
+                           fetch_guids=guids)  # fmt: skip
         result.new += saved.new
         result.updated += saved.updated
         result.unchanged += saved.unchanged
@@ -326,17 +329,23 @@ def save_entry(
     run_id: int | None,
     now: str | None = None,
     title_repeated: bool = False,
+    fetch_guids: frozenset[str] = frozenset(),
 ) -> store.SaveResult:
     """Save one entry inside the caller's transaction, resolving its identity.
 
     The entry is first looked up in its feed's own history (same GUID, or same link
-    when a feed changes GUIDs), then by PMID, DOI and fuzzy title via
-    :func:`harvest.identity.resolve`. A GUID reused for an unrelated article is not
-    trusted: the known study must be compatible with the entry.
+    when a feed changes GUIDs, or same title and year when GUID and link are both
+    unknown), then by PMID, DOI and fuzzy title via :func:`harvest.identity.resolve`.
+    A GUID reused for an unrelated article is not trusted: the known study must be
+    compatible with the entry. ``fetch_guids`` are the GUIDs of the whole fetch.
     """
     now = now or store.utcnow()
     guid = _entry_key(entry, title_repeated=title_repeated)
     known = _known_entry(db, source, guid, entry.link)
+    if known is None and entry.guid:
+        # A GUID that changes on every fetch: identity.resolve will not match a short
+        # title ("Erratum") without authors, but the feed's own row with it is this entry.
+        known = _same_title_entry(db, source, entry, fetch_guids)
 
     def resolver(db: Database, row: dict[str, Any]) -> dict[str, Any] | None:
         if known is not None and known["study_id"] is not None:
@@ -393,6 +402,30 @@ def _known_entry(db: Database, source: str, guid: str | None, link: str | None) 
     return None
 
 
+def _same_title_entry(
+    db: Database, source: str, entry: FeedEntry, fetch_guids: frozenset[str]
+) -> dict | None:
+    """This feed's row with the entry's normalized title and year, unless its link differs
+    or its GUID is in this fetch (then it is another entry, such as a second "Erratum")."""
+    title = _title(entry)
+    if not title:
+        return None
+    for row in db.query(
+        "SELECT * FROM feed_entries WHERE source = ? AND study_id IS NOT NULL "
+        "AND coalesce(substr(coalesce(published, updated), 1, 4), '') = ? ORDER BY id",
+        [source, _entry_year(entry)],
+    ):
+        if (identity.normalize_title(row["title"]) == title
+                and not (entry.link and row["link"]) and row["guid"] not in fetch_guids):
+            return row
+    return None
+
+
+def _entry_year(entry: FeedEntry) -> str:
+    # The year as feed_entries stores it (published, else updated), "" when undated.
+    return (entry.published or entry.updated or "")[:4]
+
+
 # --- the DOI -> PMID upgrade ------------------------------------------------------------
 
 
@@ -403,7 +436,7 @@ def _upgrade_with(
     client: Any | None,
     on_changed: OnChanged | None,
 ) -> FeedResult | None:
-    if not _upgrade_candidates(db, config.options.upgrade_max):
+    if not _upgrade_candidates(db, config.options.upgrade_max, None):
         return None
     own = client is None
     if own:
@@ -422,14 +455,40 @@ def _upgrade_with(
             client.close()
 
 
-def _upgrade_candidates(db: Database, limit: int) -> list[str]:
+def _upgrade_candidates(db: Database, limit: int, cursor: str | None) -> list[tuple[int, str]]:
+    """Up to ``limit`` (study id, DOI) to look up: rows added since the last look-up first
+    (oldest first), then the rest in turn from where the last run stopped, so DOIs PubMed
+    never has cannot keep older rows from ever being asked again."""
     rows = db.execute(
-        "SELECT doi FROM studies WHERE pmid IS NULL AND doi IS NOT NULL AND deleted = 0 "
-        "ORDER BY id DESC LIMIT ?",
-        [limit],
+        "SELECT id, doi FROM studies WHERE pmid IS NULL AND doi IS NOT NULL AND deleted = 0 "
+        "ORDER BY id"
     ).fetchall()
     # A DOI with quotes or spaces cannot be quoted in a PubMed query (and is not a DOI).
-    return [r[0] for r in rows if r[0] and not any(c in r[0] for c in '"[] \t\n')]
+    rows = [(i, d) for i, d in rows if d and not any(c in d for c in '"[] \t\n')]
+    newest, below = _parse_upgrade_cursor(cursor)
+    new = [r for r in rows if r[0] > newest]
+    old = [r for r in reversed(rows) if r[0] <= newest]
+    turn = [r for r in old if below is None or r[0] < below] + [
+        r for r in old if below is not None and r[0] >= below
+    ]
+    return (new + turn)[:limit]
+
+
+def _parse_upgrade_cursor(cursor: str | None) -> tuple[int, int | None]:
+    """(highest study id looked up, where the turn through older ids goes on below)."""
+    numbers = [int(n) for n in re.findall(r"\d+", cursor or "")]
+    return (numbers[0] if numbers else 0), (numbers[1] if len(numbers) > 1 else None)
+
+
+def _next_upgrade_cursor(cursor: str | None, done: list[tuple[int, str]]) -> str:
+    newest, below = _parse_upgrade_cursor(cursor)
+    for study_id, _ in done:  # new ids come in ascending order, then the turn's descending
+        if study_id > newest:
+            newest = study_id
+        else:
+            below = study_id
+    # Shown by `harvest status`, so in words.
+    return f"looked up study ids to {newest}" + (f", next below {below}" if below is not None else "")
 
 
 def upgrade_dois(
@@ -448,30 +507,28 @@ def upgrade_dois(
     """
     from harvest.eutils import EutilsError
     from harvest.ingest import BatchCounts, write_batch
-    from harvest.pubmed_xml import PubmedXMLError, parse_pubmed_xml
+    from harvest.pubmed_xml import PubmedXMLError
 
     started = time.monotonic()
-    dois = _upgrade_candidates(db, limit)
-    store.ensure_source(db, UPGRADE_SOURCE, kind="feed-upgrade", topic=None,
-                        query='"<doi>"[doi] OR ... for feed-only studies')  # fmt: skip
+    src = store.ensure_source(db, UPGRADE_SOURCE, kind="feed-upgrade", topic=None,
+                              query='"<doi>"[doi] OR ... for feed-only studies')  # fmt: skip
+    cursor = src.get("cursor")
+    picked = _upgrade_candidates(db, limit, cursor)
+    dois = [doi for _, doi in picked]
     run_id = store.start_run(db, UPGRADE_SOURCE)
     result = FeedResult(UPGRADE_SOURCE, "ok", run_id=run_id)
     total = BatchCounts()
     try:
-        for start in range(0, len(dois), batch):
-            chunk = dois[start : start + batch]
-            wanted = {d.lower() for d in chunk}
-            term = " OR ".join(f'"{d}"[doi]' for d in chunk)
-            found = client.esearch(term, usehistory=False, retmax=max(len(chunk) * 2, 20))
-            if not found.ids:
-                continue
-            body = client.efetch_ids(found.ids)
-            items = [s for s in parse_pubmed_xml(body, name="efetch (doi upgrade)")
-                     if isinstance(s, Study) and s.doi and s.doi.lower() in wanted]  # fmt: skip
+        for start in range(0, len(picked), batch):
+            chunk = picked[start : start + batch]
+            items = _look_up_dois(client, [doi for _, doi in chunk])
+            cursor = _next_upgrade_cursor(cursor, chunk)
             with store.write_tx(db):
-                counts = write_batch(db, items, run_id=run_id, how="doi upgrade",
-                                     on_changed=on_changed, resolve=identity.resolve)  # fmt: skip
-            total.add(counts)
+                if items:
+                    total.add(write_batch(db, items, run_id=run_id, how="doi upgrade",
+                                          on_changed=on_changed, resolve=identity.resolve))  # fmt: skip
+                # With the batch, so a failed run resumes at the batch it could not do.
+                store.update_source(db, UPGRADE_SOURCE, cursor=cursor)
         store.finish_run(db, run_id, status="ok")
     except (EutilsError, PubmedXMLError) as exc:
         result.status, result.error = "error", f"DOI lookup in PubMed failed: {exc}"
@@ -481,3 +538,18 @@ def upgrade_dois(
     result.detail = f"{len(dois)} feed-only DOI(s) looked up"
     result.seconds = time.monotonic() - started
     return result
+
+
+def _look_up_dois(client: Any, dois: list[str]) -> list[Study]:
+    """PubMed's records for these DOIs: only those whose DOI was asked for (a loose match
+    never adds an unrelated study)."""
+    from harvest.pubmed_xml import parse_pubmed_xml
+
+    wanted = {d.lower() for d in dois}
+    term = " OR ".join(f'"{d}"[doi]' for d in dois)
+    found = client.esearch(term, usehistory=False, retmax=max(len(dois) * 2, 20))
+    if not found.ids:
+        return []
+    body = client.efetch_ids(found.ids)
+    return [s for s in parse_pubmed_xml(body, name="efetch (doi upgrade)")
+            if isinstance(s, Study) and s.doi and s.doi.lower() in wanted]  # fmt: skip

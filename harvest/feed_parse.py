@@ -91,6 +91,8 @@ _DANGEROUS_TAG_TEXT = re.compile(
     rf"|<\s*/?\s*(?:{_NAMES})\b[^<>]*>",
     re.IGNORECASE | re.DOTALL,
 )
+# A tag in a GUID or raw date, e.g. "<b>", never "<" followed by a digit or space.
+_TAG_SHAPED = re.compile(r"<[A-Za-z/!?][^<>]*>")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 # Character references to UTF-16 surrogates (&#xD800;) crash feedparser 6.0.14 outright.
 _SURROGATE_REF = re.compile(
@@ -207,10 +209,19 @@ def _one_line(text: str | None) -> str | None:
 
 
 def _short_field(text: str | None) -> str | None:
-    """A name, journal, GUID or raw date: feedparser leaves these unsanitized, and no
-    markup belongs in them, so any tag is dropped (a literal "<b>" only survives in titles
-    and summaries, where feedparser says the text is plain)."""
+    """A name or journal: feedparser leaves these unsanitized, and no markup belongs in
+    them, so any tag is dropped (a literal "<b>" only survives in titles and summaries,
+    where feedparser says the text is plain)."""
     return _one_line(html_to_text(text)) if text else None
+
+
+def _literal_field(text: str | None) -> str | None:
+    """A GUID or raw date as the XML says it: feedparser already decoded its entities, and
+    a second, HTML decoding turns "?id=5&sect=3" into "?id=5§=3" (no ";" needed), so
+    the stored GUID would never equal the real one. Only markup is dropped: script-like
+    elements with their content (as in every field), then any other tag."""
+    text = _one_line(text)
+    return _one_line(_TAG_SHAPED.sub("", text)) if text and "<" in text else text
 
 
 # --- links and identifiers ------------------------------------------------------------
@@ -532,11 +543,12 @@ def _entry(
     title, abstract = _entry_text(entry)
     if not title:
         return None
-    guid = _short_field(_str(entry.get("id")))
+    raw_guid = _str(entry.get("id"))
+    guid = _literal_field(raw_guid)
     links = _links(entry)
     url = next((c for c in (clean_url(u) for u in links) if c), None)
     extra: list[str] = []
-    for key in (guid, _str(entry.get("link"))):
+    for key in (raw_guid, _str(entry.get("link"))):
         if key and key.strip() in extra_ids:
             extra = extra_ids[key.strip()]
             break
@@ -582,9 +594,9 @@ def _entry(
         study=study,
         guid=guid,
         link=link_key(url),
-        published_raw=_short_field(published_raw),
+        published_raw=_literal_field(published_raw),
         published=published,
-        updated_raw=_short_field(updated_raw),
+        updated_raw=_literal_field(updated_raw),
         updated=updated,
         match_text=f"{title}\n{abstract or ''}",
     )

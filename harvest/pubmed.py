@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlite_utils import Database
 
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 # PubMed's esearch lists at most this many IDs, however large Count is (field notes 3.2).
 ESEARCH_CAP = 9999
 DATE_FMT = "%Y/%m/%d"
+# PubMed dates its records on the US Eastern calendar.
+PUBMED_TZ = "America/New_York"
+# Without the time zone database (no tzdata), standard time: never a day ahead of Eastern.
+_EASTERN_STANDARD = timezone(timedelta(hours=-5), "EST")
 Progress = Callable[[int], None]
 
 
@@ -81,7 +86,7 @@ def harvest_topic(
     query returns today, to notice records NCBI withdrew (E-utilities does not report
     deletions: a deleted PMID simply disappears).
     """
-    today = today or date.today()
+    today = today or pubmed_today()
     name = topic.source_name
     src = store.ensure_source(
         db,
@@ -127,11 +132,24 @@ def harvest_topic(
     return result
 
 
+def pubmed_today(now: datetime | None = None) -> date:
+    """Today on PubMed's calendar (US Eastern), whatever the host's time zone: a host ahead
+    of it would otherwise set the cursor to a day on which PubMed is still adding records."""
+    now = now or datetime.now(UTC)
+    try:
+        zone: ZoneInfo | timezone = ZoneInfo(PUBMED_TZ)
+    except ZoneInfoNotFoundError:
+        zone = _EASTERN_STANDARD
+    return now.astimezone(zone).date()
+
+
 def _plan(cursor: str | None, today: date, ncbi: NcbiSettings) -> list[Window]:
     """Windows to search: a backfill by entry date, or the overlap since the cursor."""
     if cursor is None:
         return [Window("edat", _parse_date(ncbi.backfill_from), today)]
-    start = _parse_date(cursor) - timedelta(days=ncbi.overlap_days)
+    # At least a day back: a cursor written on a host ahead of Eastern time (before
+    # pubmed_today) can be a day ahead of PubMed's calendar.
+    start = _parse_date(cursor) - timedelta(days=max(ncbi.overlap_days, 1))
     # Revisions (corrections, new MeSH, retractions) arrive with a new modification date.
     return [Window("edat", start, today), Window("mdat", start, today)]
 

@@ -6,6 +6,7 @@ Each test asserts the end state of the database, the requests made and their rat
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from fake_ncbi import Fault
@@ -352,3 +353,52 @@ def test_reconcile_tombstones_records_ncbi_no_longer_returns(db, fake_ncbi, smal
     assert row["deleted_reason"] == "no longer returned by NCBI"
     assert db["runs"].get(result_run_id(db))["deleted"] == 1
     assert db["studies"].count == len(small_corpus)  # tombstoned, never dropped
+
+
+# A host ahead of US Eastern time (Tokyo): at this instant it is already 1 April there
+# while PubMed, on the Eastern calendar, is still adding records dated 31 March.
+LATE_EASTERN = datetime(2024, 3, 31, 22, 30, tzinfo=ZoneInfo("America/New_York"))
+
+
+class _TokyoDate(date):
+    @classmethod
+    def today(cls) -> date:
+        return LATE_EASTERN.astimezone(ZoneInfo("Asia/Tokyo")).date()
+
+
+class _TokyoDatetime(datetime):
+    @classmethod
+    def now(cls, tz=None) -> datetime:
+        local = LATE_EASTERN.astimezone(ZoneInfo("Asia/Tokyo"))
+        return local.astimezone(tz) if tz else local.replace(tzinfo=None)
+
+
+def test_the_cursor_day_is_pubmeds_eastern_day_not_the_hosts(db, fake_ncbi, small_corpus, monkeypatch):
+    monkeypatch.setattr(pubmed, "date", _TokyoDate)
+    monkeypatch.setattr(pubmed, "datetime", _TokyoDatetime, raising=False)
+    result = pubmed.harvest_topic(db, client_for(fake_ncbi), TOPIC, ncbi())  # today from the clock
+    assert result.status == "ok", result.error
+    assert fake_ncbi.requests_to("esearch")[0].params["maxdate"] == "2024/03/31"
+    assert store.get_source(db, TOPIC.source_name)["cursor"] == "2024/03/31"
+
+
+def test_pubmed_today_without_a_time_zone_database_is_never_ahead(monkeypatch):
+    def missing(key):
+        raise pubmed.ZoneInfoNotFoundError(key)
+
+    monkeypatch.setattr(pubmed, "ZoneInfo", missing)
+    # 03:30 UTC on 1 April is 23:30 on 31 March in New York (EDT); EST says 22:30.
+    assert pubmed.pubmed_today(datetime(2024, 4, 1, 3, 30, tzinfo=UTC)) == date(2024, 3, 31)
+
+
+def test_an_overlap_of_zero_still_searches_the_day_before_the_cursor(db, fake_ncbi, small_corpus):
+    client = client_for(fake_ncbi)
+    assert pubmed.harvest_topic(db, client, TOPIC, ncbi(), today=date(2024, 3, 31)).status == "ok"
+    # A cursor one day ahead of PubMed's calendar, as a host ahead of Eastern time wrote it,
+    # and a record PubMed entered late on 31 March (Eastern).
+    with store.write_tx(db):
+        store.update_source(db, TOPIC.source_name, cursor="2024/04/01")
+    fake_ncbi.add_clones(small_corpus[0], ["99000002"], edat=date(2024, 3, 31), mdat=date(2024, 3, 31))
+    result = pubmed.harvest_topic(db, client, TOPIC, ncbi(overlap_days=0), today=date(2024, 4, 1))
+    assert result.status == "ok", result.error
+    assert "99000002" in stored_pmids(db)
