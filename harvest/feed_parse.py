@@ -33,7 +33,7 @@ import feedparser
 from lxml import etree
 from lxml import html as lxml_html
 
-from harvest.models import Study, page_range
+from harvest.models import Study, join_pages
 from harvest.pubmed_xml import normalize_doi
 
 __all__ = [
@@ -523,7 +523,7 @@ def _location(entry: dict[str, Any]) -> tuple[str | None, str | None, str | None
     first = _short_field(_str(entry.get("prism_startingpage")))
     last = _short_field(_str(entry.get("prism_endingpage")))
     if first:
-        pages = page_range(first, last)
+        pages = join_pages(first, last)
     else:
         pages = _short_field(_str(entry.get("prism_pagerange")))
     return volume, issue, pages

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def page_range(first: str, last: str | None) -> str:
+def join_pages(first: str, last: str | None) -> str:
     """Pages as PubMed writes a range ("101-110"), or the one page when both ends agree."""
     return f"{first}-{last}" if last and last != first else first
 

@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from lxml import etree
 
-from harvest.models import Correction, Deletion, MeshHeading, Study, page_range
+from harvest.models import Correction, Deletion, MeshHeading, Study, join_pages
 
 try:  # ISA-L's gzip reader decompresses about twice as fast as zlib's, with the same API.
     from isal.igzip import IGzipFile as _GzipFile
@@ -664,7 +664,7 @@ def _pages(pagination: etree._Element | None) -> str | None:
             end = _clean(child.text)
     if not start:
         return None
-    return page_range(start, end)
+    return join_pages(start, end)
 
 
 def _structured_date(elem: etree._Element | None) -> str | None:
