@@ -230,7 +230,8 @@ def _study_table(studies: Sequence[Study], *, trials: bool) -> str:
     head += "<th>Conclusion</th><th>Link</th></tr>"
     rows = []
     for s in studies:
-        row = f'<tr><td>{_e(s.year or "n.d.")}</td><td>{_e(s.title)}</td><td>{_e(label(s.design))}</td>'
+        design = label(s.design) if s.design else "not tagged"  # label(None) speaks of conclusions
+        row = f'<tr><td>{_e(s.year or "n.d.")}</td><td>{_e(s.title)}</td><td>{_e(design)}</td>'
         if trials:
             size = s.sample_size if s.sample_size is not None else "not extracted"
             comps = ", ".join(label(c) for c in s.comparators) or "not tagged"
@@ -254,6 +255,20 @@ def cells_html(synth: Synthesis, intervention: str) -> Html:
             parts.append("<b>Randomized trials</b>" + _study_table(c.trials, trials=True))
         if c.retracted:
             parts.append("<b>Retracted (not counted)</b>" + _study_table(c.retracted, trials=False))
+    parts.append("</div>")
+    return Html("".join(parts))
+
+
+def harms_html(synth: Synthesis) -> Html:
+    """Per intervention, the studies whose title names a harm of the treatment."""
+    parts = ['<div class="diw"><p>Studies whose title names a harm of the treatment '
+             "(pneumothorax, an adverse event, a complication, a nerve injury…), newest first. "
+             "A report of harm shows that it can happen, not how often: trials' adverse-event "
+             "rates are not read, and a harm named only in an abstract is not listed.</p>"]
+    for iv in synth.interventions:
+        found = synth.harm_reports(iv)
+        parts.append(f"<h3>{_e(label(iv))}</h3>")
+        parts.append(_study_table(found, trials=False) if found else "<p>None found.</p>")
     parts.append("</div>")
     return Html("".join(parts))
 

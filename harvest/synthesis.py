@@ -159,6 +159,7 @@ class Study:
     population: str | None = None
     sample_size: int | None = None
     conclusion: str | None = None
+    flags: tuple[str, ...] = ()
 
     @property
     def url(self) -> str | None:
@@ -258,6 +259,7 @@ def load_studies(db: Database) -> list[Study]:
                 population=s.get("population"),
                 sample_size=size if isinstance(size, int) else None,
                 conclusion=s.get("conclusion"),
+                flags=tuple(sorted(s.get("flags") or ())),
             )  # fmt: skip
         )
     return out
@@ -761,6 +763,12 @@ class Synthesis:
         return [s for s in self.studies
                 if (include_retracted or not s.retracted)
                 and (intervention is None or intervention in s.interventions)]  # fmt: skip
+
+    def harm_reports(self, intervention: str) -> list[Study]:
+        """Studies on ``intervention`` whose title names a harm (flag ``adverse_event``),
+        newest first: safety signals, which show that a harm happened, not how often."""
+        found = [s for s in self.studies_for(intervention) if "adverse_event" in s.flags]
+        return sorted(found, key=lambda s: (-(s.year or 0), s.id))
 
     def focus_studies(self, *, include_retracted: bool = False) -> list[Study]:
         """Studies tagged with at least one of :attr:`interventions` (the ones the cells,

@@ -175,6 +175,22 @@ def test_overview_table_says_what_is_unknown(demo_db: Path) -> None:
     assert "no size)" not in table and "%" not in table
 
 
+def test_reports_of_harm_list_the_safety_signals(demo_db: Path, demo_report: Path) -> None:
+    db = store.open_db(demo_db)
+    try:
+        synth = synthesis.synthesize(db)
+    finally:
+        db.conn.close()
+    # the demo's two pneumothorax case reports and its adverse-event review, newest first
+    assert [(s.year, s.title[:30]) for s in synth.harm_reports("dry_needling")] == [
+        (2022, '"Acupuncture-D" - Bilateral Pn'), (2020, "Adverse events in dry needling"),
+        (2019, "Dry Needling–Induced Pneumotho")]
+    assert synth.harm_reports("prolotherapy") == []
+    html = demo_report.read_text(encoding="utf-8")
+    section = html[html.index("Reports of harm"):html.index("Retracted studies")]
+    assert "Bilateral Pneumothoraces Following Dry Needling" in section and "None found." in section
+
+
 def test_report_in_headless_chromium(demo_report: Path) -> None:
     pw = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")
     if not Path(CHROMIUM).exists():

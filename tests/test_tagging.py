@@ -319,6 +319,19 @@ def test_retracted_erratum_and_notice_flags(rs, real):
     assert values(classify(text_row("RETRACTED: Dry needling for neck pain"), rs), "flag") == {"retracted"}
 
 
+@pytest.mark.parametrize(("title", "flagged"), [
+    ("Dry Needling–Induced Pneumothorax", True),  # the topic records' own safety reports
+    ('"Acupuncture-D" - Bilateral Pneumothoraces Following Dry Needling', True),
+    ("Adverse events in dry needling and mesotherapy treatment for localized myofascial pain", True),
+    ("Spinal epidural haematoma after dry needling of the cervical multifidus", True),
+    ("Efficacy and safety of dry needling for neck pain: a randomized trial", False),  # not a harm
+    ("Complications of knee osteoarthritis in older adults", False),  # the disease's, no treatment
+    ("Dextrose prolotherapy for knee osteoarthritis: a randomized controlled trial", False),
+])  # fmt: skip
+def test_adverse_event_flag_from_titles_naming_a_harm(rs, title, flagged):
+    assert ("adverse_event" in values(classify(text_row(title), rs), "flag")) is flagged
+
+
 # ---------------------------------------------------------------- text-only path
 
 
