@@ -147,7 +147,10 @@ def fts_query(text: str | None) -> str:
 
 @functools.lru_cache(maxsize=512)  # Datasette calls it for every facet of a search page
 def _fts_query(text: str) -> str:
-    text = _bare_possessives(text.translate(_SEARCH_CHARS))
+    # Curly quotes count as straight ones unless the search has straight ones: then they are
+    # characters inside a phrase ("a “b” c") or beside one, and stay as typed.
+    text = text.translate(_SEARCH_CHARS if '"' not in text else _NUL_ONLY)
+    text = _bare_possessives(text)
     if text.strip() and _fts5_accepts(text):
         return text
     return _fts_rewrite(text)
@@ -158,6 +161,7 @@ def _fts_query(text: str) -> str:
 # a space here.
 _SEARCH_CHARS = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"',
                                "\u00bb": '"', "\x00": " "})  # fmt: skip
+_NUL_ONLY = str.maketrans({"\x00": " "})
 
 # FTS5 takes "Gunn’s" (curly apostrophe) as one bareword, the phrase "gunn s", and "Gunn's" as
 # a syntax error: outside double quotes both become the bare word before anything else.
@@ -190,6 +194,8 @@ def _fts_rewrite(text: str) -> str:
     tokens = _FTS_TOKENS.findall(text)
     excluded, skip = _leading_exclusions(tokens)
     tokens = tokens[skip:]
+    if excluded and tokens and tokens[0] in ("AND", "OR"):
+        tokens = tokens[1:]  # "-knee AND needling": the operator joined the exclusion
     out: list[str] = []
     last = ""  # "term" (a term, phrase or ")"), "prefix" (a column filter) or "" (operator)
     depth = 0
@@ -214,7 +220,8 @@ def _fts_rewrite(text: str) -> str:
                 out.append(tok)
                 last = "term"
             continue
-        if last == "term" and out[-1] == ")" and tok not in ("AND", "OR", "NOT", "+"):
+        if (last == "term" and out[-1] == ")" and tok not in ("AND", "OR", "NOT", "+")
+                and not (tok.startswith("-") and len(tok) > 1)):  # "(x) -knee" is x NOT knee
             out.append("AND")
         if tok in ("AND", "OR", "NOT", "+") or (tok == "NEAR" and nxt == "("):
             out.append(tok)
@@ -303,13 +310,13 @@ _FTS_OPERATORS = ("AND", "OR", "NOT")
 def search_error(search: str, exc: Exception | str) -> str:
     """Why FTS5 rejected a search, in plain words where that is cheap to tell, else in
     FTS5's own (which may name a character the researcher did not type)."""
-    if _only_excludes(search):
+    if only_excludes(search):
         return f"a search needs at least one word to find; {search!r} only excludes"
     problem = _fts_problem(fts_query(search))
     return f"search {search!r} is not a valid full-text query: {problem or exc}"
 
 
-def _only_excludes(search: str) -> bool:
+def only_excludes(search: str) -> bool:
     """True for a web-style search that only excludes ("-knee", "-knee -shoulder"); a
     typed "NOT knee" is a misplaced operator, explained as such."""
     if not search.lstrip().startswith("-"):
@@ -394,7 +401,7 @@ def select_study_ids(
         where.append("s.first_seen >= ?")
         args.append(_since(since))
     if search and search.strip():  # a blank search is no search, as in Datasette
-        if _only_excludes(search):  # FTS5 cannot search for "everything but"
+        if only_excludes(search):  # FTS5 cannot search for "everything but"
             raise ExportError(search_error(search, ""))
         where.append("s.id IN (SELECT rowid FROM studies_fts WHERE studies_fts MATCH ?)")
         args.append(fts_query(search))
@@ -752,18 +759,31 @@ def to_ris(records: Iterable[dict[str, Any]]) -> str:
 
 
 _BIB_SPECIAL = re.compile(r"([\\{}%&$#_~^])")
-# Braces as commands, not \{ \}: BibTeX counts every brace, escaped or not, so one
-# unbalanced brace in an abstract would swallow the rest of the file.
-_BIB_REPL = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-             "{": r"\textbraceleft{}", "}": r"\textbraceright{}"}  # fmt: skip
+_BIB_REPL = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+# BibTeX counts every brace, escaped or not, so a field with an unbalanced one ("scores
+# {0-10") would swallow the rest of the file: there, braces are written as commands. \{ \}
+# elsewhere, since more readers (LaTeX decoders, Zotero) know them.
+_BIB_BRACES = {"{": r"\textbraceleft{}", "}": r"\textbraceright{}"}
 
 
-def bibtex_escape(text: str) -> str:
-    """Escape LaTeX's special characters; non-ASCII stays UTF-8 (biber and Zotero read it)."""
-    return _BIB_SPECIAL.sub(lambda m: _BIB_REPL.get(m.group(1), "\\" + m.group(1)), text)
+def bibtex_escape(text: str, *, balanced: bool | None = None) -> str:
+    """Escape LaTeX's special characters; non-ASCII stays UTF-8 (biber and Zotero read it).
+    ``balanced``: whether the whole field's braces balance, when ``text`` is a part of it."""
+    balanced = _balanced(text) if balanced is None else balanced
+    table = _BIB_REPL if balanced else {**_BIB_REPL, **_BIB_BRACES}
+    return _BIB_SPECIAL.sub(lambda m: table.get(m.group(1), "\\" + m.group(1)), text)
 
 
-_BIB_BACK = {command: char for char, command in _BIB_REPL.items()}
+def _balanced(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        depth += (ch == "{") - (ch == "}")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+_BIB_BACK = {command: char for char, command in {**_BIB_REPL, **_BIB_BRACES}.items()}
 _BIB_UNESCAPE = re.compile("|".join(map(re.escape, _BIB_BACK)) + r"|\\([{}%&$#_])")
 
 
@@ -779,8 +799,9 @@ _BIB_ACRONYM = re.compile(r"(?<![\w-])((?=[\w-]*[A-Z][\w-]*[A-Z])[\w-]+)")
 def bibtex_title(text: str) -> str:
     """An escaped title with acronyms braced, so that BibTeX styles keep their capitals."""
     parts = _BIB_ACRONYM.split(text)  # odd items are the acronyms
-    return "".join("{" + bibtex_escape(p) + "}" if i % 2 else bibtex_escape(p)
-                   for i, p in enumerate(parts))  # fmt: skip
+    whole = _balanced(text)  # one choice of brace escapes for the whole title
+    escaped = [bibtex_escape(p, balanced=whole) for p in parts]
+    return "".join("{" + e + "}" if i % 2 else e for i, e in enumerate(escaped))
 
 
 def _bib_verbatim(text: str) -> str:

@@ -405,25 +405,23 @@ def _known_entry(db: Database, source: str, guid: str | None, link: str | None) 
 def _same_title_entry(
     db: Database, source: str, entry: FeedEntry, fetch_guids: frozenset[str]
 ) -> dict | None:
-    """This feed's row with the entry's normalized title and year, unless its link differs
-    or its GUID is in this fetch (then it is another entry, such as a second "Erratum")."""
+    """This feed's row with the entry's normalized title and the same date as the feed wrote
+    it, unless its link differs or its GUID is in this fetch (then it is another entry, such
+    as a second "Erratum"). A GUID that changes on every fetch leaves the item's date as it
+    was; another item of the same title (next week's erratum) has its own. Undated items
+    match undated ones: a feed that dates nothing and rotates GUIDs gives nothing else."""
     title = _title(entry)
     if not title:
         return None
     for row in db.query(
         "SELECT * FROM feed_entries WHERE source = ? AND study_id IS NOT NULL "
-        "AND coalesce(substr(coalesce(published, updated), 1, 4), '') = ? ORDER BY id",
-        [source, _entry_year(entry)],
+        "AND coalesce(published_raw, '') = ? ORDER BY id",
+        [source, entry.published_raw or ""],
     ):
         if (identity.normalize_title(row["title"]) == title
                 and not (entry.link and row["link"]) and row["guid"] not in fetch_guids):
             return row
     return None
-
-
-def _entry_year(entry: FeedEntry) -> str:
-    # The year as feed_entries stores it (published, else updated), "" when undated.
-    return (entry.published or entry.updated or "")[:4]
 
 
 # --- the DOI -> PMID upgrade ------------------------------------------------------------
@@ -475,9 +473,15 @@ def _upgrade_candidates(db: Database, limit: int, cursor: str | None) -> list[tu
 
 
 def _parse_upgrade_cursor(cursor: str | None) -> tuple[int, int | None]:
-    """(highest study id looked up, where the turn through older ids goes on below)."""
-    numbers = [int(n) for n in re.findall(r"\d+", cursor or "")]
-    return (numbers[0] if numbers else 0), (numbers[1] if len(numbers) > 1 else None)
+    """(highest study id looked up, where the turn through older ids goes on below), read
+    from the words :func:`_next_upgrade_cursor` writes; anything else starts afresh."""
+    match = _UPGRADE_CURSOR.fullmatch((cursor or "").strip())
+    if match is None:
+        return 0, None
+    return int(match["to"]), (int(match["below"]) if match["below"] else None)
+
+
+_UPGRADE_CURSOR = re.compile(r"looked up study ids to (?P<to>\d+)(?:, next below (?P<below>\d+))?")
 
 
 def _next_upgrade_cursor(cursor: str | None, done: list[tuple[int, str]]) -> str:

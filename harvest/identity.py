@@ -289,8 +289,8 @@ def resolve(db: Database, row: dict[str, Any]) -> dict[str, Any] | None:
     """Find the study a new row belongs to, for ``store.save_studies(resolve=...)``.
 
     ``save_studies`` has already looked up the PMID, and the DOI among feed-only rows;
-    this adds the DOI among every live row (a feed entry meeting its PubMed record) and the
-    fuzzy title match; deleted studies are found by their own PMID only. Returns
+    this adds the DOI (a feed entry meeting its PubMed record, live ones first; never a
+    merged feed-only shell) and the fuzzy title match. Returns
     :func:`harvest.store.existing_row` or None.
     """
     if row.get("pmid"):
@@ -303,7 +303,10 @@ def resolve(db: Database, row: dict[str, Any]) -> dict[str, Any] | None:
             return None
     if row.get("doi"):
         for hit in db.execute(
-            "SELECT id, pmid FROM studies WHERE doi = ? AND deleted = 0 ORDER BY pmid IS NULL, id",
+            # live rows first; a deleted PubMed record still owns its DOI (a feed entry attaches
+            # to it, without reviving it), a merged feed-only shell does not
+            "SELECT id, pmid FROM studies WHERE doi = ? AND (deleted = 0 OR pmid IS NOT NULL) "
+            "ORDER BY deleted, pmid IS NULL, id",
             [row["doi"]],
         ):
             if not (row.get("pmid") and hit[1] and str(hit[1]) != str(row["pmid"])):

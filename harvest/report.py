@@ -153,6 +153,8 @@ def _verdict_block(cell: Cell) -> str:
 
     v = cell.verdict
     colour = VERDICT_COLOURS.get(v.label, "#BBBBBB")
+    if colour.upper() == "#FFFFFF":  # "not assessed" is white in the chart (with an outline)
+        colour = "#999999"
     reasons = "".join(f"<li>{_e(r)}</li>" for r in v.reasons)
     caveats = "".join(f'<li class="caveat">{_e(c)}</li>' for c in v.caveats)
     return (

@@ -398,3 +398,16 @@ def m005_studies_journal_abbrev(db: Database) -> None:
     # field; filled like m004's columns when a record is next saved.
     if "journal_abbrev" not in db["studies"].columns_dict:
         db["studies"].add_column("journal_abbrev", str)
+
+
+# --- tags: renamed vocabulary values (harvest/rules/ruleset.toml) ---------------------------
+
+
+@migrations()
+def m203_tags_musculoskeletal_pain(db: Database) -> None:
+    # Rule set 2026.4 renamed the condition chronic_musculoskeletal_pain (its rules never
+    # required chronicity) to musculoskeletal_pain. Automatic tags follow at the next re-tag;
+    # a researcher's manual tag must not be stranded under a value no command accepts.
+    old, new = "chronic_musculoskeletal_pain", "musculoskeletal_pain"
+    db.execute("UPDATE OR IGNORE tags SET value = ? WHERE facet = 'condition' AND value = ?", [new, old])
+    db.execute("DELETE FROM tags WHERE facet = 'condition' AND value = ?", [old])  # already had both

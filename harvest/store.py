@@ -344,8 +344,10 @@ def save_rows(
         db["studies"].update(old["id"], merged)
         result.updated += 1
         result.changed_ids.append(old["id"])
-        if old["pmid"] and merged.get("doi"):  # PubMed gave a study its DOI at last
-            _absorb_feed_rows(db, old["id"], merged["doi"], now=now)
+        if old["pmid"] and (merged.get("doi") or (revive and old["doi"])):
+            # PubMed gave a study its DOI at last, or brought it back: feed-only rows with
+            # that DOI (a feed may have listed the work meanwhile) were this study all along
+            _absorb_feed_rows(db, old["id"], merged.get("doi") or old["doi"], now=now)
     if inserts:
         first = db.execute("SELECT coalesce(max(id), 0) FROM studies").fetchone()[0]
         _insert_rows(db, inserts)

@@ -245,3 +245,21 @@ def test_other_fts5_errors_keep_fts5s_words(db: Any) -> None:
     # what the explanation does not know, FTS5 says (here about a "+" the researcher typed)
     with pytest.raises(export.ExportError, match='not a valid full-text query: fts5: syntax error near "[+]"'):
         export.select_study_ids(db, search="a + + b")
+
+
+@pytest.mark.parametrize(("typed", "query"), [
+    ("-knee AND needling", "needling NOT knee"),  # the operator joined the exclusion
+    ("-knee OR needling", "needling NOT knee"),
+    ("(needling) -knee", "( needling ) NOT knee"),  # no "AND NOT" the user never typed
+    ('"a “b” c"', '"a “b” c"'),  # curly quotes inside a straight phrase are characters
+])  # fmt: skip
+def test_exclusions_beside_operators_and_groups(typed: str, query: str) -> None:
+    assert export.fts_query(typed) == query
+
+
+def test_balanced_braces_stay_plain_escapes_that_latex_decoders_know() -> None:
+    # \{ \} where the field's braces balance (pylatexenc, bibtexparser's decoder and
+    # Zotero read them); the brace commands only where one is unbalanced
+    assert export.bibtex_escape("a {b} c") == r"a \{b\} c"
+    assert export.bibtex_escape("x } y {") == r"x \textbraceright{} y \textbraceleft{}"
+    assert export.bibtex_title("Cluster [{Mo6I8}] in RCT") == r"Cluster [\{{Mo6I8}\}] in {RCT}"

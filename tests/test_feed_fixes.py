@@ -104,6 +104,15 @@ def test_a_new_entry_with_an_old_short_title_is_not_taken_for_it(db, tmp_path, f
     assert got["e1"] == min(got.values())  # the first erratum kept its study
 
 
+def test_next_weeks_erratum_is_not_taken_for_one_that_left_the_feed(db, tmp_path, feed_host):
+    # stable GUIDs; the first erratum has rolled off the feed when the second arrives
+    first, second = item("Erratum", "e1", "Mon, 05 Jan 2026 08:00:00 GMT"), item(
+        "Erratum", "e2", "Mon, 12 Jan 2026 08:00:00 GMT")
+    assert run_feed(db, tmp_path, feed_host, [rss(first), rss(second), rss(first, second)]) == [1, 1, 0]
+    rows = [dict(r) for r in db.query("SELECT guid, study_id, times_seen FROM feed_entries ORDER BY id")]
+    assert rows == [{"guid": "e1", "study_id": 1, "times_seen": 2}, {"guid": "e2", "study_id": 2, "times_seen": 2}]
+
+
 def test_a_short_title_under_another_link_is_another_work(db, tmp_path, feed_host):
     link = "<link>https://j.example/article/{}</link>"
     bodies = [rss(item("Erratum", "e1") + link.format(1)),
@@ -197,3 +206,16 @@ def test_upgrade_turns_through_every_doi_and_asks_new_ones_first(db, fake_ncbi):
     upgrade_dois(db, client, batch=2, limit=2)
     assert _asked(fake_ncbi, since)[0] == new[0]  # never looked up: asked before the others
     assert "looked up" in store.get_source(db, UPGRADE_SOURCE)["cursor"]
+
+
+@pytest.mark.parametrize(("cursor", "parsed"), [
+    ("looked up study ids to 120, next below 57", (120, 57)),
+    ("looked up study ids to 5", (5, None)),
+    ("looked up study ids to 1,200", (0, None)),  # edited by hand: start afresh, not (1, 200)
+    ("2026-01-01", (0, None)),
+    (None, (0, None)),
+])  # fmt: skip
+def test_the_upgrade_cursor_is_read_by_its_words(cursor, parsed):
+    from harvest.feed_harvest import _parse_upgrade_cursor
+
+    assert _parse_upgrade_cursor(cursor) == parsed

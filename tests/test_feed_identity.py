@@ -156,6 +156,21 @@ def test_a_feed_never_brings_a_tombstone_back(db):
     assert _rows(db)[0]["deleted"] == 0
 
 
+def test_a_feed_entry_for_a_deleted_record_joins_it_without_a_duplicate(db):
+    title = "Prolotherapy for lateral epicondylalgia: a randomised trial"
+    save(db, Study(title=title, pmid="111", doi="10.1000/abc", authors=["Rabago D"], year=2020))
+    with store.write_tx(db):
+        store.mark_deleted(db, ["111"], reason="DeleteCitation")
+    feed = Study(title="Prolotherapy for tennis elbow", doi="10.1000/abc", record_source="feed")
+    assert save(db, feed, resolve=identity.resolve).new == 0  # not a second study
+    assert _rows(db) == [{"id": 1, "pmid": "111", "doi": "10.1000/abc", "deleted": 1,
+                          "deleted_reason": "DeleteCitation"}]  # fmt: skip
+    # PubMed returns the PMID: the one row is live again, and nothing else holds the DOI.
+    save(db, Study(title=title, pmid="111", doi="10.1000/abc", authors=["Rabago D"], year=2020),
+         resolve=identity.resolve)
+    assert _rows(db) == [{"id": 1, "pmid": "111", "doi": "10.1000/abc", "deleted": 0, "deleted_reason": None}]
+
+
 def test_a_merged_feed_row_stays_merged_when_its_feed_sees_it_again(db):
     from harvest.feed_harvest import save_entry
     from harvest.feed_parse import FeedEntry

@@ -191,6 +191,11 @@ def test_reports_of_harm_list_the_safety_signals(demo_db: Path, demo_report: Pat
     assert "Bilateral Pneumothoraces Following Dry Needling" in section and "None found." in section
 
 
+def test_not_assessed_verdicts_have_a_visible_marker(demo_report: Path) -> None:
+    html = demo_report.read_text(encoding="utf-8")
+    assert "not assessed" in html and "border-left-color:#FFFFFF" not in html  # white on white
+
+
 def test_report_in_headless_chromium(demo_report: Path) -> None:
     pw = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")
     if not Path(CHROMIUM).exists():

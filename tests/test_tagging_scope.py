@@ -280,3 +280,23 @@ def test_a_bare_number_is_still_a_pmid_and_unknown_references_are_clear(feed_db)
         r = invoke("tag", "--db", path, "--set", ref, "design=rct")
         assert r.exit_code == 1 and message in r.output, (ref, r.output)
     assert "doi:10.xxxx/" in invoke("tag", "--help").output
+
+
+def test_a_manual_tag_under_a_renamed_value_follows_the_rename(tmp_path):
+    from harvest import store
+
+    path = tmp_path / "old.db"
+    db = store.open_db(path)
+    with store.write_tx(db):
+        db["studies"].insert({"title": "Dry needling for musculoskeletal pain", "deleted": 0,
+                              "first_seen": "2026-01-01T00:00:00Z", "last_updated": "2026-01-01T00:00:00Z"})
+        db["tags"].insert({"study_id": 1, "facet": "condition", "value": "chronic_musculoskeletal_pain",
+                           "origin": "manual", "created": "2026-01-01T00:00:00Z"})  # fmt: skip
+        db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm203_tags_musculoskeletal_pain'")
+    db.conn.close()
+    db = store.open_db(path)  # the upgrade
+    assert [(r["value"], r["origin"]) for r in db.query("SELECT value, origin FROM tags")] == [
+        ("musculoskeletal_pain", "manual")]
+    db.conn.close()
+    r = invoke("tag", "--db", str(path), "--unset", "id:1", "condition=musculoskeletal_pain")
+    assert r.exit_code == 0, r.output

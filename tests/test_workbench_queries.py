@@ -183,3 +183,35 @@ def test_since_reads_an_iso_time_as_the_cli_does(ds: Datasette, db_path: Path) -
         assert want  # the newest studies, at least
         got = rows(ds, f"/evidence/new_since.json?since={quote_plus(since)}")
         assert sorted(r["id"] for r in got) == want, since
+
+
+def test_a_query_a_user_adds_keeps_its_own_parameters(db_path: Path) -> None:
+    # The checks belong to our shipped queries: a researcher's query may use :list and
+    # :since for other things (PMIDs, a year).
+    meta = serve.build_metadata(serve.DEFAULT_METADATA, "evidence")
+    meta["databases"]["evidence"]["queries"].update({
+        "by_pmids": {"sql": "select id, pmid, title from studies "
+                            "where (',' || :list || ',') like ('%,' || pmid || ',%')"},
+        "since_year": {"sql": "select id, title from studies where year >= cast(:since as integer)"},
+    })  # fmt: skip
+    ds = Datasette([str(db_path)], metadata=meta, plugins_dir=str(serve.DEFAULT_PLUGINS_DIR))
+    pmids = expected(db_path, "SELECT pmid FROM studies WHERE pmid IS NOT NULL ORDER BY id LIMIT 2")
+    r = get(ds, f"/evidence/by_pmids.json?list={','.join(pmids)}&_shape=array")
+    assert r.status_code == 200 and sorted(x["pmid"] for x in r.json()) == sorted(pmids)
+    r = get(ds, "/evidence/since_year.json?since=2020&_shape=array")
+    assert r.status_code == 200 and len(r.json()) == len(expected(db_path, "SELECT id FROM studies WHERE year >= 2020"))
+    assert get(ds, "/evidence/new_since.json?since=2020").status_code == 400  # ours still checked
+
+
+@pytest.mark.parametrize("path", [
+    "/evidence/studies_tagged?_search=-knee", "/evidence/studies_tagged.json?_search=-knee+-shoulder",
+    "/evidence/search_studies?q=-knee", "/evidence/search_studies.ris?q=-knee",
+])  # fmt: skip
+def test_a_search_that_only_excludes_is_refused_in_plain_words(ds: Datasette, path: str) -> None:
+    r = get(ds, path)
+    assert r.status_code == 400 and "needs at least one word to find" in html.unescape(r.text), r.text[:300]
+
+
+def test_a_search_with_an_exclusion_still_finds(ds: Datasette, db_path: Path) -> None:
+    found = rows(ds, "/evidence/studies_tagged.json?_search=needling+-knee")
+    assert found and len(found) == len(_cli_ids(db_path, search="needling -knee"))

@@ -224,7 +224,31 @@ async def _check_intervention(db: Any, value: str) -> None:
         raise BadRequest(f"intervention: {exc}") from None
 
 
-_PARAM_CHECKS = {"since": _check_since, "list": _check_list, "intervention": _check_intervention}
+def _check_searches(scope: dict[str, Any]) -> None:
+    """A table search (``_search``, ``_search_<column>``) that only excludes ("-knee") is
+    refused in plain words, as ``harvest export --search`` refuses it: FTS5 cannot search for
+    everything but a word, and its own error names a NOT the user never typed."""
+    args = Request(scope, None).args
+    for key in args.keys():
+        value = args.get(key) or ""
+        if key.startswith("_search") and key != "_searchmode" and export.only_excludes(value):
+            raise BadRequest(export.search_error(value, ""))
+
+
+async def _check_search(db: Any, value: str) -> None:
+    if export.only_excludes(value):
+        raise BadRequest(export.search_error(value, ""))
+
+
+# Our shipped canned queries' parameters, by (query, parameter): a query a user adds to the
+# metadata may use the same names for something else (a comma-separated :list of PMIDs).
+_PARAM_CHECKS = {
+    ("new_since", "since"): _check_since,
+    ("reading_list", "list"): _check_list,
+    ("latest_rcts", "intervention"): _check_intervention,
+    ("reviews_by_intervention", "intervention"): _check_intervention,
+    ("search_studies", "q"): _check_search,
+}
 # Datasette's route for a table, view or canned query, with an optional format extension.
 _QUERY_PATH = re.compile(r"^/(?P<database>[^/.]+)/(?P<name>[^/.]+)(\.\w+)?$")
 
@@ -248,8 +272,9 @@ async def _check_query_params(datasette: Any, scope: dict[str, Any]) -> None:
     args = Request(scope, None).args
     for param in query.get("params") or await derive_named_parameters(db, query["sql"]):
         value = args.get(param) or ""
-        if param in _PARAM_CHECKS and value.strip():
-            await _PARAM_CHECKS[param](db, value)
+        check = _PARAM_CHECKS.get((query["name"], param))
+        if check is not None and value.strip():
+            await check(db, value)
 
 
 async def _send_error(datasette: Any, request: Any, send: Any, exc: Exception) -> None:
@@ -290,6 +315,7 @@ def asgi_wrapper(datasette: Any) -> Any:
                 if b"_search" in scope.get("query_string", b""):
                     scope = {**scope, "query_string": _drop_blank_searches(scope["query_string"])}
                 try:
+                    _check_searches(scope)
                     await _check_query_params(datasette, scope)
                 except BadRequest as exc:
                     await _send_error(datasette, Request(scope, receive), send, exc)
