@@ -129,11 +129,12 @@ def fts_query(text: str | None) -> str:
 
     A search FTS5 accepts as it is (checked on an empty in-memory index with the same
     columns) is used unchanged, so every form of its syntax means what FTS5 says. Otherwise
-    it is rewritten: a term holding characters FTS5 reads as syntax is quoted as a phrase (``dry-needling``
-    becomes ``"dry-needling"``, which the tokenizer splits into the phrase "dry needling",
-    the same tokens the index holds). Kept as they are: "quoted phrases" (an unclosed quote
-    is closed; curly quotes “…” and guillemets «…» are read as straight ones), AND, OR, NOT, NEAR(a b, N), prefix*, ^initial, ``+``, parentheses (unbalanced
-    ones are dropped or closed) and column filters naming a ``studies_fts`` column
+    it is rewritten: a term holding characters FTS5 reads as syntax is quoted as a phrase
+    (``dry-needling`` becomes ``"dry-needling"``, which the tokenizer splits into the phrase
+    "dry needling", the same tokens the index holds). Kept as they are: "quoted phrases" (an
+    unclosed quote is closed; curly quotes “…” and guillemets «…» are read as straight ones
+    when the search has no straight ones), AND, OR, NOT, NEAR(a b, N), prefix*, ^initial,
+    ``+``, parentheses (unbalanced ones are dropped or closed) and column filters naming a ``studies_fts`` column
     (``title:needling``, ``-{abstract mesh_text}:knee``). A term next to a parenthesised group
     gets the AND that FTS5 requires there. A possessive outside quotes (``Gunn's``) searches
     its bare word (``Gunn``). ``-word`` or ``-"phrase"`` excludes, as in web search, also
@@ -679,7 +680,8 @@ def _csv_cell(value: Any) -> Any:
 def to_csv(records: Iterable[dict[str, Any]]) -> str:
     """One row per study with the tag columns a spreadsheet user filters on."""
     buf = io.StringIO()
-    cols = ["pmid", "doi", "pmcid", "title", "authors", "journal", "journal_abbrev", "volume", "issue", "pages",
+    cols = ["pmid", "doi", "pmcid", "title", "authors", "journal", "journal_abbrev", "volume",
+            "issue", "pages",
             "year", "pub_date", "design",
             "interventions", "conditions", "comparators", "population", "sample_size",
             "conclusion", "flags", "retracted", "first_seen", "url"]  # fmt: skip

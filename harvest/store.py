@@ -238,9 +238,9 @@ def _hash(row: dict[str, Any]) -> str:
     which matters on the re-import path where every record is hashed and compared.
 
     Each group of :data:`_LATER_FIELDS` is appended only when one of its fields is set: a
-    row stored before they existed, and any record that still lacks them, hashes exactly as before, so an
-    upgrade does not make a re-import count every such row as updated. A record that
-    brings them to a row without them is a change, stored on that save (once).
+    row stored before they existed, and any record that still lacks them, hashes exactly as
+    before, so an upgrade does not make a re-import count every such row as updated. A
+    record that brings them to a row without them is a change, stored on that save (once).
     """
     values = [row.get(k) for k in _HASHED_ALWAYS]
     for group in _LATER_FIELDS:
@@ -425,7 +425,8 @@ def _find_existing(db: Database, rows: list[dict[str, Any]]) -> dict[tuple[str, 
             found[("pmid", r["pmid"])] = r
     for chunk in _chunks(dois, 500):
         marks = ",".join("?" * len(chunk))
-        sql = f"SELECT {_EXISTING_COLS} FROM studies WHERE doi IN ({marks}) AND pmid IS NULL AND deleted = 0"
+        sql = (f"SELECT {_EXISTING_COLS} FROM studies "
+               f"WHERE doi IN ({marks}) AND pmid IS NULL AND deleted = 0")
         for r in db.query(sql, chunk):
             found.setdefault(("doi", r["doi"]), r)
     return found
