@@ -104,7 +104,9 @@ def test_database_page_and_facet_suggestions_are_tidy(ds: Datasette) -> None:
     # Each column suggested once ("comparators" came both as a column and as an array).
     page_json = get(ds, "/evidence/studies_tagged.json").json()
     suggested = [f["name"] for f in page_json["suggested_facets"]]
-    assert len(suggested) == len(set(suggested)), suggested
+    # (name, type) in the message: a failure seen twice in 8 full runs of a fresh clone
+    # without ../shared, never in isolation, could not be reproduced to read the pair
+    assert len(suggested) == len(set(suggested)), [(f["name"], f.get("type")) for f in page_json["suggested_facets"]]
     assert "comparators" in get(ds, "/evidence/studies_tagged.json?_size=0").json()["facet_results"]
 
 
