@@ -129,6 +129,10 @@ def prepare(options: ServeOptions, directory: Path | None = None) -> list[str]:
         "sql_time_limit_ms": options.sql_time_limit_ms,
         "facet_time_limit_ms": options.facet_time_limit_ms,
         "max_returned_rows": options.max_returned_rows,
+        # Our metadata lists the facets researchers use. Datasette's suggestions named a
+        # column twice (first_seen as a column and as a date once a database holds a few
+        # runs), offered JSON arrays as plain strings, and cost a query per column per page.
+        "suggest_facets": "off",
         "default_allow_sql": "on" if allow_sql else "off",
         # a CSV stream ignores max_returned_rows; keep it for local use only
         "allow_csv_stream": "on" if allow_sql else "off",
