@@ -261,13 +261,14 @@ def cells_html(synth: Synthesis, intervention: str) -> Html:
     return Html("".join(parts))
 
 
-def harms_html(synth: Synthesis) -> Html:
-    """Per intervention, the studies whose title names a harm of the treatment."""
+def harms_html(synth: Synthesis, interventions: Sequence[str] | None = None) -> Html:
+    """Per intervention (default: the synthesis's), the studies whose title names a harm of
+    the treatment."""
     parts = ['<div class="diw"><p>Studies whose title names a harm of the treatment '
              "(pneumothorax, an adverse event, a complication, a nerve injury…), newest first. "
              "A report of harm shows that it can happen, not how often: trials' adverse-event "
              "rates are not read, and a harm named only in an abstract is not listed.</p>"]
-    for iv in synth.interventions:
+    for iv in synth.interventions if interventions is None else interventions:
         found = synth.harm_reports(iv)
         parts.append(f"<h3>{_e(label(iv))}</h3>")
         parts.append(_study_table(found, trials=False) if found else "<p>None found.</p>")

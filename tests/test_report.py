@@ -84,6 +84,8 @@ def test_intervention_notebook_executes_with_a_parameter(demo_db: Path) -> None:
     assert "<h2>Prolotherapy</h2>" in html
     assert "Systematic reviews and meta-analyses" in html or "Randomized trials" in html
     assert "https://pubmed.ncbi.nlm.nih.gov/" in html  # key studies link to PubMed
+    # its own reports of harm only (the demo has none on prolotherapy)
+    assert "<h3>Prolotherapy</h3><p>None found.</p>" in html and "<h3>Dry needling</h3>" not in html
 
 
 def test_report_is_self_contained_with_facts_at_the_top(demo_report: Path) -> None:
