@@ -13,7 +13,7 @@ from sqlite_utils import Database, Migrations
 migrations = Migrations("doesitwork")
 
 # Columns the full-text index covers; Datasette finds ``studies_fts`` by itself.
-FTS_COLUMNS = ["title", "abstract", "keywords_text", "mesh_text"]
+FTS_COLUMNS = ["title", "abstract", "keywords_text", "mesh_text", "authors"]
 
 
 @migrations()
@@ -411,3 +411,13 @@ def m203_tags_musculoskeletal_pain(db: Database) -> None:
     old, new = "chronic_musculoskeletal_pain", "musculoskeletal_pain"
     db.execute("UPDATE OR IGNORE tags SET value = ? WHERE facet = 'condition' AND value = ?", [new, old])
     db.execute("DELETE FROM tags WHERE facet = 'condition' AND value = ?", [old])  # already had both
+
+
+# --- full-text search: authors (harvest/export.py fts_query, Datasette's search box) --------
+
+
+@migrations()
+def m006_fts_authors(db: Database) -> None:
+    # Researchers search by author ("Gunn"). The index is rebuilt with the authors column
+    # (the JSON list's names tokenize as words); ensure_fts recreates its triggers too.
+    ensure_fts(db)

@@ -278,6 +278,13 @@ def test_demo_keeps_the_sample_citations_volume_issue_pages(db_path: Path) -> No
     assert located >= 25  # most sample citations name their pages (29 studies hold them)
 
 
+def test_a_search_finds_authors(db_path: Path) -> None:
+    # "Gunn" is an author in the sample (Gunn's 1980 trial), named in no title or abstract
+    by_author = expected(db_path, "SELECT id FROM studies WHERE authors LIKE '%Gunn%' AND deleted = 0")
+    assert by_author and set(by_author) <= set(fts(db_path, "Gunn"))
+    assert fts(db_path, "authors:Gunn") == sorted(by_author)
+
+
 def test_curly_quotes_make_a_phrase(db_path: Path) -> None:
     # Phones and word processors type “ ”; FTS5 would read them as part of the words.
     assert export.fts_query("“pain needling” OR „low back”") == '"pain needling" OR "low back"'
