@@ -777,6 +777,8 @@ def bibtex_escape(text: str, *, balanced: bool | None = None) -> str:
 
 
 def _balanced(text: str) -> bool:
+    if "{" not in text and "}" not in text:  # nearly every field: no per-character walk
+        return True
     depth = 0
     for ch in text:
         depth += (ch == "{") - (ch == "}")

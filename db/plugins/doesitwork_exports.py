@@ -230,14 +230,17 @@ def _check_searches(scope: dict[str, Any]) -> None:
     everything but a word, and its own error names a NOT the user never typed."""
     args = Request(scope, None).args
     for key in args.keys():
-        value = args.get(key) or ""
-        if key.startswith("_search") and key != "_searchmode" and export.only_excludes(value):
-            raise BadRequest(export.search_error(value, ""))
+        if key.startswith("_search") and key != "_searchmode":
+            _refuse_exclusions_only(args.get(key) or "")
+
+
+def _refuse_exclusions_only(search: str) -> None:
+    if export.only_excludes(search):
+        raise BadRequest(export.search_error(search, ""))
 
 
 async def _check_search(db: Any, value: str) -> None:
-    if export.only_excludes(value):
-        raise BadRequest(export.search_error(value, ""))
+    _refuse_exclusions_only(value)
 
 
 # Our shipped canned queries' parameters, by (query, parameter): a query a user adds to the
