@@ -856,3 +856,23 @@ def test_normalize_pmcid(raw, pmcid):
 )
 def test_parse_date_text(text, iso):
     assert parse_date_text(text) == iso
+
+
+def test_authors_skip_invalid_entries_editors_and_affiliations():
+    xml = minimal_set(
+        '<PubmedArticle><MedlineCitation Status="MEDLINE" Owner="NLM"><PMID Version="1">5</PMID>'
+        "<Article><Journal><JournalIssue><PubDate><Year>2020</Year></PubDate></JournalIssue></Journal>"
+        '<ArticleTitle>T</ArticleTitle><AuthorList CompleteYN="Y">'
+        '<Author ValidYN="Y"><LastName>Gunn</LastName><ForeName>C Chan</ForeName><Initials>CC</Initials>'
+        '<Identifier Source="ORCID">0000-0001</Identifier>'
+        "<AffiliationInfo><Affiliation>Vancouver, <i>BC</i></Affiliation></AffiliationInfo></Author>"
+        '<Author ValidYN="N"><LastName>Wrong</LastName><Initials>W</Initials></Author>'
+        "<Author><CollectiveName>IMS <b>Study</b> Group</CollectiveName></Author>"
+        "<Author><LastName>Lee</LastName><ForeName>Ji-won</ForeName></Author>"
+        "<Author><AffiliationInfo><Affiliation>Nameless</Affiliation></AffiliationInfo></Author>"
+        "<Author><LastName>De <i>la</i> Cruz</LastName><Initials>M</Initials></Author>"
+        '</AuthorList><AuthorList Type="editors"><Author><LastName>Editor</LastName><Initials>E</Initials></Author>'
+        "</AuthorList></Article></MedlineCitation></PubmedArticle>"
+    )
+    (study,) = studies(xml)
+    assert study.authors == ["Gunn CC", "IMS Study Group", "Lee JW", "De la Cruz M"]
