@@ -151,11 +151,30 @@ def test_a_bad_parameter_is_refused_with_the_reason(ds: Datasette, query: str, e
     assert "content-disposition" not in r.headers
 
 
-def test_blank_parameters_are_the_empty_form(ds: Datasette) -> None:
-    for name, query in (("reading_list", ""), ("reading_list", "?list="), ("new_since", ""),
-                        ("new_since", "?since=+")):  # fmt: skip
-        assert get(ds, f"/evidence/{name}{query}").status_code == 200, (name, query)
-        assert rows(ds, f"/evidence/{name}.json{query}") == [], (name, query)
+BLANK = [("reading_list", ""), ("reading_list", "?list="), ("new_since", ""), ("new_since", "?since=+"),
+         ("search_studies", ""), ("search_studies", "?q=")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "query"), BLANK)
+def test_blank_parameters_are_the_empty_form_on_the_page(ds: Datasette, name: str, query: str) -> None:
+    r = get(ds, f"/evidence/{name}{query}")
+    assert r.status_code == 200 and "<form" in r.text
+
+
+@pytest.mark.parametrize("ext", [e for e in FORMATS if e] + [".csv"])
+@pytest.mark.parametrize(("name", "query"), BLANK)
+def test_a_download_without_its_needed_parameter_is_refused(ds: Datasette, name: str, query: str,
+                                                            ext: str) -> None:  # fmt: skip
+    r = get(ds, f"/evidence/{name}{ext}{query}")
+    assert r.status_code == 400, (r.status_code, r.text[:300])
+    text = r.json()["error"] if ext == ".json" else html.unescape(r.text)
+    assert "a download needs" in text and "none was given" in text
+    assert "content-disposition" not in r.headers
+
+
+def test_a_blank_optional_parameter_still_downloads_everything(ds: Datasette, db_path: Path) -> None:
+    everything = rows(ds, "/evidence/latest_rcts.json?intervention=")
+    assert everything and everything == rows(ds, "/evidence/latest_rcts.json")
 
 
 def test_valid_parameters_still_select_the_studies(ds: Datasette, db_path: Path) -> None:

@@ -13,7 +13,9 @@ empty search box means no search (all rows), not a search for nothing.
 
 Canned-query parameters are checked as the CLI checks its options: a ``since`` that is not a
 date, an unknown reading ``list`` or ``intervention`` is answered with HTTP 400 and the reason
-in every format, not with an empty result. A blank one is left alone (the query's empty form).
+in every format, not with an empty result. A blank one is the query's empty form on its page,
+but a download (``.json``, ``.csv``, ``.ris``…) without the ``since``, ``list`` or ``q`` it
+needs is refused too: an empty file would read as "nothing new".
 """
 
 from __future__ import annotations
@@ -252,18 +254,25 @@ _PARAM_CHECKS = {
     ("reviews_by_intervention", "intervention"): _check_intervention,
     ("search_studies", "q"): _check_search,
 }
+# Without these a query selects nothing; its page then shows the empty form.
+_NEEDED = {
+    ("new_since", "since"): "a date (YYYY-MM-DD, or an ISO date and time)",
+    ("reading_list", "list"): "a reading list's name",
+    ("search_studies", "q"): "words to search for",
+}
 # Datasette's route for a table, view or canned query, with an optional format extension.
-_QUERY_PATH = re.compile(r"^/(?P<database>[^/.]+)/(?P<name>[^/.]+)(\.\w+)?$")
+_QUERY_PATH = re.compile(r"^/(?P<database>[^/.]+)/(?P<name>[^/.]+)(?P<ext>\.\w+)?$")
 
 
 async def _check_query_params(datasette: Any, scope: dict[str, Any]) -> None:
     """Raise BadRequest if the request is for a canned query and one of its parameters in
-    ``_PARAM_CHECKS`` holds a bad value (a blank one is the query's empty form, left alone)."""
+    ``_PARAM_CHECKS`` holds a bad value, or a download lacks one in ``_NEEDED`` (on the
+    query's page a blank one is its empty form, left alone)."""
     path, base = scope.get("path", ""), datasette.setting("base_url")
     if base != "/" and path.startswith(base):
         path = "/" + path[len(base):]
     match = _QUERY_PATH.match(path)
-    if not match or not scope.get("query_string"):
+    if not match or not (scope.get("query_string") or match["ext"]):
         return
     try:
         db = datasette.get_database(route=tilde_decode(match["database"]))
@@ -278,6 +287,8 @@ async def _check_query_params(datasette: Any, scope: dict[str, Any]) -> None:
         check = _PARAM_CHECKS.get((query["name"], param))
         if check is not None and value.strip():
             await check(db, value)
+        elif match["ext"] and (needed := _NEEDED.get((query["name"], param))) and not value.strip():
+            raise BadRequest(f"{param}: a download needs {needed}; none was given")
 
 
 async def _send_error(datasette: Any, request: Any, send: Any, exc: Exception) -> None:
