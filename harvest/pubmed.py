@@ -41,18 +41,43 @@ class HarvestError(Exception):
     """A source could not be harvested; the run row says why."""
 
 
+# A single day can hold more records than esearch lists (NLM revises records in bulk, and a
+# broad query's entry dates can pile up on one day): that day is then split by a second date.
+_SPLIT_DAY_BY = {"mdat": "edat", "edat": "pdat"}
+_EARLIEST = date(1700, 1, 1)  # before any PubMed entry or publication date
+
+
 @dataclass(frozen=True)
 class Window:
-    datetype: str  # "edat" (added) or "mdat" (revised)
+    datetype: str  # "edat" (added), "mdat" (revised), or "pdat" (published) when splitting a day
     start: date
     end: date
+    day: tuple[str, date] | None = None  # (datetype, day) the records must also have
 
     def halves(self) -> tuple[Window, Window]:
         mid = self.start + (self.end - self.start) // 2
         return (
-            Window(self.datetype, self.start, mid),
-            Window(self.datetype, mid + timedelta(days=1), self.end),
+            Window(self.datetype, self.start, mid, self.day),
+            Window(self.datetype, mid + timedelta(days=1), self.end, self.day),
         )
+
+    def by_second_date(self) -> Window | None:
+        """This one-day window split by another date, or None when it already is."""
+        second = _SPLIT_DAY_BY.get(self.datetype)
+        if self.day is not None or second is None:
+            return None
+        return Window(second, _EARLIEST, self.end + timedelta(days=366), (self.datetype, self.start))
+
+    def term(self, query: str) -> str:
+        """The query with this window's fixed day, if any (E-utilities takes one date range)."""
+        if self.day is None:
+            return query
+        datetype, day = self.day
+        return f"({query}) AND {day:%Y/%m/%d}[{datetype}]"
+
+    def __str__(self) -> str:
+        within = f"{self.day[0]} {self.day[1]}, " if self.day else ""
+        return f"{within}{self.datetype} {self.start}..{self.end}"
 
 
 @dataclass
@@ -162,7 +187,7 @@ def _parse_date(text: str) -> date:
 
 def _search(client: EutilsClient, term: str, window: Window) -> SearchResult:
     return client.esearch(
-        term,
+        window.term(term),
         datetype=window.datetype,
         mindate=window.start.strftime(DATE_FMT),
         maxdate=window.end.strftime(DATE_FMT),
@@ -180,17 +205,21 @@ def split_windows(
         found = _search(client, term, window)  # a short listing (field notes 3.4): ask once more
         if len(found.ids) < min(found.count, ESEARCH_CAP):
             raise HarvestError(
-                f"esearch listed {len(found.ids)} of {found.count} PMIDs for {window.datetype} "
-                f"{window.start}..{window.end}; the next run will ask again"
+                f"esearch listed {len(found.ids)} of {found.count} PMIDs for {window}; "
+                "the next run will ask again"
             )
     if found.count <= ESEARCH_CAP:
         yield window, found
         return
     if window.start == window.end:
-        raise HarvestError(
-            f"{found.count} records have {window.datetype} {window.start}: more than PubMed "
-            f"will list for one day ({ESEARCH_CAP}); narrow the query"
-        )
+        split = window.by_second_date()
+        if split is None:
+            raise HarvestError(
+                f"{found.count} records have {window}: more than PubMed will list "
+                f"at once ({ESEARCH_CAP}), even split by two dates; narrow the query"
+            )
+        yield from split_windows(client, term, split)
+        return
     for half in window.halves():
         yield from split_windows(client, term, half)
 
@@ -225,7 +254,7 @@ def _harvest_window(
             result.unavailable += unavailable
             with store.write_tx(db):
                 counts = write_batch(
-                    db, items, run_id=run_id, how=f"{part.datetype} {part.start}..{part.end}",
+                    db, items, run_id=run_id, how=str(part),
                     on_changed=on_changed, resolve=identity.resolve,
                 )  # fmt: skip
                 store.add_pending(db, topic.source_name, unavailable)  # with the cursor's move

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import re
 import secrets
 import socket
 import struct
@@ -527,6 +528,7 @@ class FakeNCBI:
         if not term:
             return _Reply(200, _esearch_error("Empty term and query_key - nothing todo"))
         esc = xml.sax.saxutils.escape
+        term, clause = _date_clause(term)
         with self._lock:
             if term in self._terms and not self._terms[term]:
                 return _Reply(
@@ -542,8 +544,12 @@ class FakeNCBI:
                     ).encode(),
                 )
             pool = self._terms.get(term, set(self._records))
-            datetype, lo, hi = p.get("datetype", "pdat"), p.get("mindate"), p.get("maxdate")
             translation = term
+            if clause is not None:  # "(query) AND 2024/01/21[mdat]", as PubMed reads it
+                field, day = clause
+                pool = {x for x in pool if x in self._records and getattr(self._records[x], field) == day}
+                translation = f"({term}) AND {day:%Y/%m/%d}[{DATE_LABELS[field]}]"
+            datetype, lo, hi = p.get("datetype", "pdat"), p.get("mindate"), p.get("maxdate")
             if lo and hi:  # NCBI needs both; one alone is ignored
                 start, end = _parse_date(lo, end=False), _parse_date(hi, end=True)
 
@@ -553,7 +559,7 @@ class FakeNCBI:
 
                 pool = {x for x in pool if in_window(x)}
                 label = DATE_LABELS.get(datetype, datetype)
-                translation = f"{term} AND {lo}:{hi}[{label}]"
+                translation = f"{translation} AND {lo}:{hi}[{label}]"
             ids = sorted(pool, key=int, reverse=True)  # PubMed's default: newest first
             retstart, retmax = int(p.get("retstart", 0)), int(p.get("retmax", 20))
             if retstart > PUBMED_CAP - 1:
@@ -632,6 +638,17 @@ class FakeNCBI:
 
 
 _esc = xml.sax.saxutils.escape
+
+
+_DATE_CLAUSE = re.compile(r"^\((?P<query>.*)\) AND (?P<day>\d{4}/\d\d/\d\d)\[(?P<field>edat|mdat|pdat)\]$")
+
+
+def _date_clause(term: str) -> tuple[str, tuple[str, date] | None]:
+    """``term`` without a trailing one-day clause, and that clause as (field, day)."""
+    match = _DATE_CLAUSE.match(term)
+    if match is None:
+        return term, None
+    return match["query"], (match["field"], _parse_date(match["day"], end=False))
 
 
 def _esearch_error(message: str) -> bytes:

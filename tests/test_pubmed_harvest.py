@@ -133,6 +133,62 @@ def test_count_over_cap_bisects_and_union_equals_count(db, fake_ncbi, shared_dat
     assert all(count(r) <= pubmed.ESEARCH_CAP for r in searches[1:])
 
 
+@pytest.fixture
+def over_cap_backfilled(db, fake_ncbi, shared_data):
+    """The 10,362 records of the update file, backfilled with entry dates over 2024/01/01-20;
+    on 2024/01/21 NLM revises them all (a bulk revision: one modification date)."""
+    unique = set(fake_ncbi.load_records(shared_data / "pubmed" / "pubmed21n1298-even.xml.gz"))
+    fake_ncbi.spread_dates(date(2024, 1, 1), date(2024, 1, 20), field="edat")
+    fake_ncbi.spread_dates(date(2024, 1, 1), date(2024, 1, 20), field="mdat")
+    client = client_for(fake_ncbi)
+    result = pubmed.harvest_topic(db, client, TOPIC, ncbi(batch_size=500), today=date(2024, 1, 20))
+    assert result.status == "ok", result.error
+    revised = set()
+    for pmid in unique:
+        record = fake_ncbi.record(pmid)
+        if b"<ArticleTitle>" in record.xml:  # not book records, nor an empty title
+            record.xml = record.xml.replace(b"<ArticleTitle>", b"<ArticleTitle>Revised: ", 1)
+            revised.add(pmid)
+    fake_ncbi.set_dates(unique, mdat=date(2024, 1, 21))
+    return unique, revised, client
+
+
+def test_a_day_over_the_cap_is_split_by_a_second_date(db, fake_ncbi, over_cap_backfilled):
+    unique, revised, client = over_cap_backfilled
+    assert len(revised) > pubmed.ESEARCH_CAP
+    before = len(fake_ncbi.requests)
+    result = pubmed.harvest_topic(db, client, TOPIC, ncbi(batch_size=500), today=date(2024, 1, 21))
+    assert result.status == "ok", result.error
+    assert result.counts.updated == len(revised) and result.counts.new == 0
+    titles = dict(db.execute("SELECT pmid, title FROM studies"))
+    assert set(titles) == unique
+    assert {p for p, t in titles.items() if t.startswith("Revised: ")} == revised
+    assert store.get_source(db, TOPIC.source_name)["cursor"] == "2024/01/21"
+    # The revised day was bisected by entry date within it; the parts that fit under the cap
+    # (the ones fetched) hold every record of that day exactly once.
+    searches = [r.params for r in fake_ncbi.requests[before:] if r.endpoint == "esearch"]
+    split = [p for p in searches if p["term"] == f"({TOPIC.query}) AND 2024/01/21[mdat]"]
+    assert split and all(p["datetype"] == "edat" for p in split)
+    edats = [fake_ncbi.record(p).edat for p in unique]
+    parts = [n for n in (_count_in(p, edats) for p in split) if n <= pubmed.ESEARCH_CAP]
+    assert sum(parts) == len(unique)
+
+
+def _count_in(params, dates) -> int:
+    lo, hi = (date(*map(int, params[k].split("/"))) for k in ("mindate", "maxdate"))
+    return sum(lo <= d <= hi for d in dates)
+
+
+def test_a_day_over_the_cap_by_both_dates_is_a_clear_error_and_keeps_the_cursor(db, fake_ncbi, over_cap_backfilled):
+    unique, _, client = over_cap_backfilled
+    fake_ncbi.set_dates(unique, edat=date(2024, 1, 21))
+    result = pubmed.harvest_topic(db, client, TOPIC, ncbi(batch_size=500), today=date(2024, 1, 21))
+    assert result.status == "error"
+    assert "have mdat 2024-01-21, edat 2024-01-21..2024-01-21" in result.error
+    assert "even split by two dates; narrow the query" in result.error
+    assert store.get_source(db, TOPIC.source_name)["cursor"] == "2024/01/20"
+
+
 def test_rate_limit_429_retry_after_is_honoured(db, fake_ncbi, small_corpus, shared_data):
     body = shared_data / "eutils" / "errors" / "rate_limit_exceeded_documented.json"
     fake_ncbi.fail("efetch", times=1, with_=Fault.status(429, retry_after=1, body=body))
