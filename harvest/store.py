@@ -330,6 +330,9 @@ def save_rows(
         result.seen_ids.append(old["id"])
         if row["record_source"] == "pubmed" and row["pmid"]:
             returned.append(row["pmid"])
+        if _older_copy(old, row):  # it neither rolls the study back nor undoes a deletion
+            result.unchanged += 1
+            continue
         merged = _merge(old, row)
         # Only NLM's own record brings a deleted study back (PubMed returning its PMID); a
         # feed seeing the work must not undo a DeleteCitation or a merge.
@@ -432,16 +435,24 @@ def _find_existing(db: Database, rows: list[dict[str, Any]]) -> dict[tuple[str, 
     return found
 
 
+def _older_copy(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether ``new`` is an older copy of the record ``old`` holds: a lower PMID version, or
+    the same version revised earlier (an old export or baseline imported after newer
+    harvests). ISO dates compare as text; a record without a revision date cannot be placed."""
+    if not old["pmid"] or new["pmid"] != old["pmid"]:
+        return False
+    new_version, old_version = new["pmid_version"] or 1, old["pmid_version"] or 1
+    if new_version != old_version:
+        return new_version < old_version
+    return bool(new["date_revised"]) and new["date_revised"] < (old["date_revised"] or "")
+
+
 def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
     """Return the columns to update, or None when nothing changes.
 
     A less authoritative source (a feed) only fills blanks, and so does another feed; a more
-    authoritative one (PubMed) replaces fields but never blanks one; an older PMID version
-    is ignored.
+    authoritative one (PubMed) replaces fields but never blanks one.
     """
-    if old["pmid"] and new["pmid"] == old["pmid"]:
-        if (new["pmid_version"] or 1) < (old["pmid_version"] or 1):
-            return None
     new_rank = _AUTHORITY.get(new["record_source"], 1)
     old_rank = _AUTHORITY.get(old["record_source"], 1)
     out = {}

@@ -273,3 +273,30 @@ def test_unwritable_path(tmp_path):
 def test_missing_db_without_create(tmp_path):
     with pytest.raises(store.StoreError, match="no such database"):
         store.open_db(tmp_path / "nope.db", create=False)
+
+
+def test_an_older_revision_of_a_record_never_rolls_it_back(db):
+    """An old export or baseline imported after newer harvests: same PMID and version, an
+    earlier DateRevised. It must not put the old title back nor clear the retraction."""
+    newer = study(title="Dry needling RCT", date_revised="2026-03-01",
+                  publication_types=["Journal Article", "Retracted Publication"],
+                  corrections=[Correction("RetractionIn", "999")])
+    save(db, newer)
+    older = study(title="Dry needling RCT (old title)", date_revised="2019-01-01",
+                  publication_types=["Journal Article"], record_source="medline")
+    assert save(db, older).unchanged == 1
+    row = db["studies"].get(1)
+    assert (row["title"], row["retracted"], row["date_revised"]) == ("Dry needling RCT", 1, "2026-03-01")
+    # A later revision still replaces it, and a record that cannot be dated still merges.
+    assert save(db, study(title="Dry needling RCT, corrected", date_revised="2026-04-01")).updated == 1
+    assert save(db, study(title="Undated copy", date_revised=None)).updated == 1
+
+
+def test_an_older_copy_does_not_undo_a_deletion(db):
+    save(db, study("1", date_revised="2026-03-01"))
+    with store.write_tx(db):
+        store.mark_deleted(db, ["1"], reason="DeleteCitation")
+    assert save(db, study("1", date_revised="2019-01-01")).unchanged == 1
+    assert db["studies"].get(1)["deleted"] == 1
+    assert save(db, study("1", date_revised="2026-03-01")).updated == 1  # NLM's current record
+    assert db["studies"].get(1)["deleted"] == 0
