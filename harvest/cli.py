@@ -424,8 +424,8 @@ def tag_(
     """Re-tag every study after a rule change, or explain, set and unset one study's tags.
 
     STUDY is a PMID, doi:10.xxxx/... or id:N (the studies.id of a row without a PMID, such as
-    a feed entry with only a title). Deleted studies get no automatic tags; their manual
-    tags are kept.
+    a feed entry with only a title). Deleted studies are not re-tagged: they keep the tags
+    they had, manual and automatic.
 
     \b
     Examples:
