@@ -654,9 +654,9 @@ def parse_feed(
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     now = now or datetime.now(UTC)
     response_headers = {k: headers[k] for k in ("content-type", "content-language") if k in headers}
+    capped, cut = _first_entries(content)
+    safe = _SURROGATE_REF.sub(b"&#xFFFD;", _without_internal_subset(capped))
     try:
-        capped, cut = _first_entries(content)
-        safe = _SURROGATE_REF.sub(b"&#xFFFD;", _without_internal_subset(capped))
         # We keep plain text only (html_to_text), so feedparser's sanitizer and URI
         # resolution, which cost tens of seconds on a tag-dense 20 MB feed, are off.
         parsed = feedparser.parse(io.BytesIO(safe), response_headers=response_headers,

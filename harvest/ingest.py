@@ -14,7 +14,6 @@ import os
 import queue
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +58,7 @@ def write_batch(
     resolve: store.Resolver | None = None,
 ) -> BatchCounts:
     """Save one batch inside the caller's transaction and add its counts to the run."""
-    items = list(items)  # read twice below
-    studies = _latest_versions(i for i in items if isinstance(i, Study))
-    deletions = [i.pmid for i in items if isinstance(i, Deletion)]  # type: ignore[union-attr]
-    rows = [store.study_to_row(s) for s in studies]
+    rows, deletions = _rows_and_deletions(list(items))
     return _write_rows(db, rows, deletions, run_id=run_id, how=how, on_changed=on_changed,
                        resolve=resolve)  # fmt: skip
 
@@ -109,12 +105,6 @@ def _latest_versions(studies: Iterable[Study]) -> list[Study]:
         if prev is None or s.pmid_version >= prev.pmid_version:
             by_pmid[s.pmid] = s
     return out + list(by_pmid.values())
-
-
-def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
 
 
 @dataclass
@@ -253,11 +243,17 @@ def parse_in_worker(path: Path, batch_size: int) -> Iterator[tuple[str, Any]]:
         worker.join()
 
 
+def _rows_and_deletions(items: list[Study | Deletion]) -> tuple[list[dict[str, Any]], list[str]]:
+    """A batch's rows to store (the latest version of each PMID) and its deleted PMIDs."""
+    studies = _latest_versions(i for i in items if isinstance(i, Study))
+    deletions = [i.pmid for i in items if isinstance(i, Deletion)]
+    return [store.study_to_row(s) for s in studies], deletions
+
+
 def _to_rows(batch: list[Study | Deletion]) -> tuple[tuple[str, ...], list[tuple], list[str]]:
-    """A batch as ``write_batch`` would store it: (columns, row tuples, deleted PMIDs)."""
-    studies = _latest_versions(i for i in batch if isinstance(i, Study))
-    deletions = [i.pmid for i in batch if isinstance(i, Deletion)]
-    rows = [store.study_to_row(s) for s in studies]
+    """A batch as ``write_batch`` would store it: (columns, row tuples, deleted PMIDs), as
+    tuples because the parse worker sends them through a queue."""
+    rows, deletions = _rows_and_deletions(batch)
     cols = tuple(rows[0]) if rows else ()
     return cols, [tuple(row.values()) for row in rows], deletions
 

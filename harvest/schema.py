@@ -59,7 +59,9 @@ def m001_studies(db: Database) -> None:
     db["studies"].create_index(["doi"])
     db["studies"].create_index(["year"])
     db["studies"].create_index(["last_updated"])
-    ensure_fts(db)
+    # The index as this migration first made it: an applied migration must not change
+    # behind its name (m006 adds the authors).
+    ensure_fts(db, ["title", "abstract", "keywords_text", "mesh_text"])
 
 
 @migrations()
@@ -144,14 +146,15 @@ def m003_tags(db: Database) -> None:
     db["tags"].create_index(["facet", "value"])
 
 
-def ensure_fts(db: Database) -> None:
-    """(Re)create the FTS5 index and its sync triggers, then rebuild it.
+def ensure_fts(db: Database, columns: list[str] | None = None) -> None:
+    """(Re)create the FTS5 index (on ``FTS_COLUMNS`` unless told) and its sync triggers,
+    then rebuild it.
 
     Safe to call after any table change; it is how a future migration must restore
     the triggers that ``transform()`` drops.
     """
     db["studies"].enable_fts(
-        FTS_COLUMNS, fts_version="FTS5", tokenize="porter", create_triggers=True, replace=True
+        columns or FTS_COLUMNS, fts_version="FTS5", tokenize="porter", create_triggers=True, replace=True
     )
     db["studies"].rebuild_fts()
 

@@ -110,7 +110,6 @@ try:  # CPython's regex parser; if it is unavailable every pattern just always r
 except ImportError:  # pragma: no cover
     _sre = _sre_parse = None  # type: ignore[assignment]
 
-_PUNCT = {ord(c): " " for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~\t\n\r\u2013\u2014\u2018\u2019\u201c\u201d\u00b1\u00b7\u2022\u2264\u2265\u00a0\u2009\u202f"}
 
 
 def _lower_pattern(pattern: str) -> str:
@@ -937,7 +936,6 @@ _TENS = {
     "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
     "eighty": 80, "ninety": 90,
 }  # fmt: skip
-_NUMWORD = "|".join(sorted([*_UNITS, *_TENS, "hundred", "thousand"], key=len, reverse=True))
 
 
 # Digits first (a character-class prefix the regex engine scans for quickly), then checked
@@ -2037,9 +2035,3 @@ def study_summaries(db: Database, study_ids: Iterable[int] | None = None) -> dic
             out.setdefault(i, _empty_summary())
     return out
 
-
-def iter_rows(db: Database, where: str = "", args: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
-    """``studies`` rows with the columns :func:`classify` reads (benchmarks, tools)."""
-    cols = ", ".join(ROW_COLUMNS)
-    for r in db.execute(f"SELECT {cols} FROM studies {where}", list(args)):
-        yield dict(zip(ROW_COLUMNS, r, strict=True))
