@@ -88,6 +88,31 @@ def open_db(path: str | os.PathLike[str], *, create: bool = True, read_only: boo
     return db
 
 
+def check_database(db: Database) -> list[str]:
+    """What is wrong with the file, in words (empty when nothing is): SQLite's quick check,
+    then a full comparison of the full-text index with the ``studies`` rows.
+
+    The index is kept current by triggers. A program outside harvest that runs
+    ``INSERT OR REPLACE`` on ``studies`` without ``PRAGMA recursive_triggers = ON`` replaces a
+    row without firing them, so searches find its old words; only the full comparison
+    (``rank = 1``) notices. It writes nothing, but SQLite refuses it on a read-only
+    connection, so such a file is reported as not checked.
+    """
+    problems = [row[0] for row in db.execute("PRAGMA quick_check") if row[0] != "ok"]
+    try:
+        db.execute("INSERT INTO studies_fts(studies_fts, rank) VALUES('integrity-check', 1)")
+    except sqlite3.DatabaseError as exc:
+        if "readonly" in str(exc):
+            problems.append("full-text index not checked: the file is read-only here")
+        else:
+            problems.append(
+                f"the full-text index does not match the studies table ({exc}): a program "
+                "outside harvest wrote to it (INSERT OR REPLACE without PRAGMA "
+                "recursive_triggers = ON?); rebuild it with: sqlite-utils rebuild-fts DB studies"
+            )
+    return problems
+
+
 def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 

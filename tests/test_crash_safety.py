@@ -84,7 +84,7 @@ def count(db_path) -> int:
 def check_integrity(db_path) -> None:
     with closing(sqlite3.connect(db_path, timeout=30)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        conn.execute("INSERT INTO studies_fts(studies_fts) VALUES('integrity-check')")
+        conn.execute("INSERT INTO studies_fts(studies_fts, rank) VALUES('integrity-check', 1)")
         conn.commit()
         n = conn.execute("SELECT count(*) FROM studies").fetchall()[0][0]
         assert conn.execute("SELECT count(*) FROM studies_fts_docsize").fetchall()[0][0] == n

@@ -172,7 +172,7 @@ def test_an_existing_database_gains_the_columns_and_keeps_its_rows(tmp_path):
     # ADD COLUMN, not transform(): the FTS triggers are still there and the index agrees
     triggers = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
     assert {"studies_ai", "studies_ad", "studies_au"} <= triggers
-    db.execute("INSERT INTO studies_fts(studies_fts) VALUES('integrity-check')")
+    db.execute("INSERT INTO studies_fts(studies_fts, rank) VALUES('integrity-check', 1)")
 
 
 def test_reimport_after_upgrade_fills_the_new_fields_once_and_leaves_other_rows_unchanged(tmp_path):

@@ -13,7 +13,8 @@ from harvest.models import Correction, MeshHeading, Study
 
 def fts_ok(db) -> None:
     """FTS5 integrity-check raises on any drift between the index and the table."""
-    db.execute("INSERT INTO studies_fts(studies_fts) VALUES('integrity-check')")
+    # rank = 1 compares the index with the table's rows; without it drift goes unseen.
+    db.execute("INSERT INTO studies_fts(studies_fts, rank) VALUES('integrity-check', 1)")
     assert db["studies_fts_docsize"].count == db["studies"].count
 
 
