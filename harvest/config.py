@@ -61,6 +61,10 @@ class NcbiSettings:
     expected_hours: int = 26
     # Where processes reserve request slots; load_settings fills in default_rate_file().
     rate_file: Path | None = None
+    # Seconds to connect, and of silence tolerated while reading; tries per request.
+    connect_timeout: float = 10
+    read_timeout: float = 30
+    max_tries: int = 5
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,12 @@ def _ncbi(section: dict[str, Any], env: dict[str, str], where: str) -> NcbiSetti
     for key in ("batch_size", "overlap_days", "expected_hours"):
         if key in values and (not isinstance(values[key], int) or values[key] < 0):
             raise ConfigError(f"{where}: [ncbi] {key} must be a non-negative integer")
+    for key in ("connect_timeout", "read_timeout"):
+        value = values.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"{where}: [ncbi] {key} must be a positive number of seconds")
+    if not isinstance(values.get("max_tries", 1), int) or values.get("max_tries", 1) < 1:
+        raise ConfigError(f"{where}: [ncbi] max_tries must be an integer of at least 1")
     if not 1 <= values.get("batch_size", 500) <= 10000:
         raise ConfigError(f"{where}: [ncbi] batch_size must be between 1 and 10000")
     if "backfill_from" in values:

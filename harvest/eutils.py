@@ -127,6 +127,16 @@ class EutilsTransientError(EutilsError):
         super().__init__(f"{endpoint}: {last_problem}; gave up after {tries} tries")
 
 
+class EutilsUnreachable(EutilsTransientError):
+    """Not asked: earlier in this client's life every try of a request ended without a
+    complete reply (refused, timed out, reset, cut off), so NCBI is taken to be down."""
+
+    def __init__(self, endpoint: str, earlier: str) -> None:
+        self.endpoint, self.tries, self.last_problem = endpoint, 0, earlier
+        EutilsError.__init__(self, f"{endpoint}: not asked: NCBI gave no complete reply earlier "
+                                   f"in this run ({earlier})")  # fmt: skip
+
+
 class EutilsStaleHistory(EutilsError):
     """The WebEnv/query_key is no longer known to NCBI; re-run the esearch."""
 
@@ -139,7 +149,7 @@ class EutilsConfig:
     tool: str = "doesitwork"
     connect_timeout: float = 10
     # Longest silence tolerated on the socket (per read, so it alone cannot end a drip).
-    read_timeout: float = 60
+    read_timeout: float = 30
     # Budget for one try, headers to last byte; the worst case is this plus one read_timeout.
     max_seconds: float = 120
     # A 500-record efetch is a few MB; anything past this is cut off and not retried.
@@ -161,7 +171,8 @@ class EutilsConfig:
     def from_settings(cls, ncbi: NcbiSettings) -> EutilsConfig:
         """The client's configuration from the ``[ncbi]`` settings (file and environment)."""
         return cls(base_url=ncbi.base_url, email=ncbi.email, api_key=ncbi.api_key, tool=ncbi.tool,
-                   rate_file=ncbi.rate_file)  # fmt: skip
+                   rate_file=ncbi.rate_file, connect_timeout=ncbi.connect_timeout,
+                   read_timeout=ncbi.read_timeout, max_tries=ncbi.max_tries)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +306,10 @@ class EutilsClient:
             self._identity["api_key"] = config.api_key
         rate = config.requests_per_second or (10.0 if config.api_key else 3.0)
         self._limiter = _RateLimiter(INTERVAL_MARGIN / rate, config.rate_file, clock, sleep)
+        # Set when every try of a request got no complete reply: later requests of this run
+        # fail at once instead of spending their own tries and timeouts (one cron run would
+        # otherwise wait out 5 tries per topic and for the DOI look-up).
+        self.unreachable: str | None = None
         self.requests_made = 0
         self.request_times: list[float] = []
         self.retry_delays: list[float] = []  # the backoff slept before each retry
@@ -384,8 +399,11 @@ class EutilsClient:
         # With a key we always POST: a key in a URL ends up in urllib3's debug log and in
         # requests' exception messages.
         post = post or "api_key" in params or len(urlencode(params)) > MAX_GET_CHARS
+        if self.unreachable is not None:
+            raise EutilsUnreachable(endpoint, self.unreachable)
         tries = self.config.max_tries
         problem = ""
+        replied = False  # a complete reply came, whatever it said
         for attempt in range(1, tries + 1):
             self._limiter.wait()
             self.requests_made += 1
@@ -409,6 +427,7 @@ class EutilsClient:
                     body = self._read_body(endpoint, response, deadline)
                 finally:
                     response.close()
+                replied = True
                 self._check_response(endpoint, response.status_code, response.headers, body)
                 return parse(body)
             except _Retry as exc:
@@ -431,6 +450,8 @@ class EutilsClient:
             )
             self.retry_delays.append(delay)
             self._sleep(delay)
+        if not replied:
+            self.unreachable = f"{endpoint}: {problem}; {tries} tries"
         raise EutilsTransientError(endpoint, tries, problem)
 
     def _read_body(self, endpoint: str, response: requests.Response, deadline: float) -> bytes:

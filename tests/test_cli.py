@@ -8,6 +8,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -162,6 +163,31 @@ def test_run_quiet_hides_retry_warnings(tmp_path, fake_ncbi, shared_data):
             assert done.stdout == done.stderr == ""
         else:
             assert len(retry_lines) == 1 and retry_lines[0].startswith("harvest: esearch: ")
+
+
+def test_run_with_ncbi_silent_spends_one_topics_tries_and_asks_no_more(tmp_path, fake_ncbi):
+    """A server that never answers: the first topic waits out its tries; the other topics are
+    not asked, each recorded as failed with the reason; the run ends in seconds."""
+    cfg = tmp_path / "harvest.toml"
+    cfg.write_text('[ncbi]\nread_timeout = 0.3\nconnect_timeout = 0.3\nmax_tries = 2\n'
+                   '[topics.aaa]\nquery = "first"\n[topics.bbb]\nquery = "second"\n'
+                   '[topics.ccc]\nquery = "third"\n')  # fmt: skip
+    fake_ncbi.fail("esearch", times=99, with_=Fault.stall(3))
+    env = {**os.environ, "NCBI_EMAIL": "t@example.org", "NCBI_EUTILS_URL": fake_ncbi.base_url,
+           "HARVEST_CONFIG": str(cfg)}  # fmt: skip
+    db = tmp_path / "e.db"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "harvest", "run", "--db", str(db), "--source", "pubmed"],
+                          env=env, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - started < 10
+    assert len(fake_ncbi.requests_to("esearch")) == 2  # the first topic's two tries, no more
+    lines = done.stdout.splitlines()
+    assert any(ln.startswith("pubmed:aaa: error") and "timed out" in ln for ln in lines), lines
+    for topic in ("bbb", "ccc"):
+        assert any(ln.startswith(f"pubmed:{topic}: error") and "not asked" in ln for ln in lines), lines
+    runs = sqlite3.connect(db).execute("SELECT source, status FROM runs ORDER BY id").fetchall()
+    assert runs == [("pubmed:aaa", "error"), ("pubmed:bbb", "error"), ("pubmed:ccc", "error")]
 
 
 def _harvest_db(path: Path) -> None:

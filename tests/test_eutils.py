@@ -26,6 +26,7 @@ from harvest.eutils import (
     EutilsHTTPError,
     EutilsStaleHistory,
     EutilsTransientError,
+    EutilsUnreachable,
     SearchResult,
 )
 
@@ -501,6 +502,29 @@ def test_a_server_that_never_answers_ends_the_call(
         client.efetch_ids(["27797938"])
     assert info.value.tries == 3 and time.monotonic() - started < 3
     assert "timed out" in caplog.text  # each retry is logged
+
+
+def test_after_a_request_gets_no_reply_the_client_asks_no_more(corpus: FakeNCBI) -> None:
+    """NCBI down: one request spends its tries; the rest of the run fails at once, without
+    its own tries and timeouts (a cron run of three topics and the DOI look-up would wait
+    them all out)."""
+    client = make_client(corpus, read_timeout=0.3, max_tries=2)
+    corpus.fail("efetch", times=2, with_=Fault.stall(5))
+    with pytest.raises(EutilsTransientError, match="timed out"):
+        client.efetch_ids(["27797938"])
+    made, started = client.requests_made, time.monotonic()
+    with pytest.raises(EutilsUnreachable, match="not asked: NCBI gave no complete reply earlier"):
+        client.esearch("dry needling")
+    assert client.requests_made == made == 2 and time.monotonic() - started < 0.1
+    assert len(corpus.requests_to("esearch")) == 0
+
+
+def test_a_server_that_answers_with_errors_is_still_asked(corpus: FakeNCBI) -> None:
+    client = make_client(corpus, max_tries=2)
+    corpus.fail("efetch", times=2, with_=Fault.status(503))
+    with pytest.raises(EutilsTransientError, match="HTTP 503"):
+        client.efetch_ids(["27797938"])
+    assert client.esearch("dry needling").count >= 0 and client.unreachable is None
 
 
 def _closed_port_url() -> str:
