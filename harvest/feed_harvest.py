@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -106,6 +106,8 @@ def harvest_feeds(
     ``session`` is the requests session for feeds (one is made and closed if None);
     ``client`` an :class:`harvest.eutils.EutilsClient` for the upgrade (one is made from
     the settings if None and NCBI_EMAIL is set; otherwise the upgrade is skipped).
+    ``now`` (default: the current time) is the day feed dates are checked against and
+    the time of the feeds' sightings and entries (runs and the upgrade use the clock).
     Raises :class:`ConfigError` for a bad ``[[feeds]]`` section or an unknown name.
     """
     config = config or load_feeds(settings)
@@ -209,7 +211,7 @@ def harvest_feed(
         except FeedParseError as exc:
             return _failed(db, result, src, opts.gone_after, exc, http_status=fetched.status)
         with store.write_tx(db):
-            _save_parsed(db, feed, config, parsed, result, on_changed)
+            _save_parsed(db, feed, config, parsed, result, on_changed, now=now)
             # A truncated read keeps no validators, or a 304 would hide the dropped entries.
             validators = ({"etag": None, "last_modified": None} if parsed.truncated else
                           {"etag": fetched.etag, "last_modified": fetched.last_modified})
@@ -286,8 +288,10 @@ def _save_parsed(
     parsed: ParsedFeed,
     result: FeedResult,
     on_changed: OnChanged | None,
+    *,
+    now: datetime | None = None,
 ) -> None:
-    now = store.utcnow()
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if now else store.utcnow()
     result.found = len(parsed.entries)
     result.warnings += parsed.warnings
     changed: list[int] = []
@@ -297,7 +301,7 @@ def _save_parsed(
         if not on_topic(feed, config, entry):
             result.skipped += 1
             continue
-        saved = save_entry(db, feed.source_name, entry, run_id=result.run_id, now=now,
+        saved = save_entry(db, feed.source_name, entry, run_id=result.run_id, now=stamp,
                            title_repeated=keyless_titles[_title(entry)] > 1,
                            fetch_guids=guids)  # fmt: skip
         result.new += saved.new

@@ -10,11 +10,17 @@ ends. The socket listens from construction: no waiting or sleeping for startup.
 
 Every request is recorded with its headers (:attr:`FakeFeeds.requests`), which is how
 tests check conditional GETs and that no XML entity made us fetch a URL.
+
+``FakeFeeds(tls=True)`` serves https with the self-signed certificate below (for
+127.0.0.1 only); a client trusts it with ``session.verify = fake.cafile``.
 """
 
 from __future__ import annotations
 
 import gzip
+import shutil
+import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +31,28 @@ from pathlib import Path
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "feeds"
 MAX_MISBEHAVE = 20.0  # no misbehaving reply outlives this many seconds
 RSS = "application/rss+xml; charset=utf-8"
+# A self-signed certificate for IP 127.0.0.1 (EC P-256, valid 2000-2125) and its key: test
+# use only, on the loopback interface.
+TLS_CERT = """\
+-----BEGIN CERTIFICATE-----
+MIIBozCCAUqgAwIBAgIBAjAKBggqhkjOPQQDAjAUMRIwEAYDVQQDDAkxMjcuMC4w
+LjEwIBcNMDAwMTAxMDAwMDAwWhgPMjEyNTEyMzEyMzU5NTlaMBQxEjAQBgNVBAMM
+CTEyNy4wLjAuMTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABEKp3h7j8Qd7uUj2
+t4vUOwdmPKWGkgaZIZ6PMEKyLROME/+QRHR5AjTeknIMEWTLL3rn7gOfk84dqi/a
+bWO1Z7KjgYowgYcwDwYDVR0TAQH/BAUwAwEB/zAdBgNVHQ4EFgQUJvhJbJGM55nL
+xIFldm+t465MZdIwHwYDVR0jBBgwFoAUJvhJbJGM55nLxIFldm+t465MZdIwDwYD
+VR0RBAgwBocEfwAAATAOBgNVHQ8BAf8EBAMCAoQwEwYDVR0lBAwwCgYIKwYBBQUH
+AwEwCgYIKoZIzj0EAwIDRwAwRAIgBVUrBhAaxR5+4kxmnpwM1X57hBs2gWJFejbF
+cVePD3UCIEFBeFgFnIHdnvXDOKzNtmDdqDgqKM24HZEdQen3ajos
+-----END CERTIFICATE-----
+"""
+TLS_KEY = """\
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgRlf852nVG1wcFAXD
+wgWl6nnYy/epXI6n8izJX26jvTShRANCAARCqd4e4/EHe7lI9reL1DsHZjylhpIG
+mSGejzBCsi0TjBP/kER0eQI03pJyDBFkyy965+4Dn5POHaov2m1jtWey
+-----END PRIVATE KEY-----
+"""
 
 
 @dataclass
@@ -58,7 +86,7 @@ def fixture(name: str) -> bytes:
 class FakeFeeds:
     """Feed imitations on an ephemeral loopback port. Use as a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: bool = False) -> None:
         self._lock = threading.Lock()
         self._routes: dict[str, list[Reply]] = {}
         self._served: dict[str, int] = {}
@@ -68,10 +96,26 @@ class FakeFeeds:
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self._thread: threading.Thread | None = None
+        self._tls_dir: Path | None = None
+        if tls:
+            self._tls_dir = Path(tempfile.mkdtemp(prefix="fake-feeds-tls-"))
+            (self._tls_dir / "cert.pem").write_text(TLS_CERT)
+            (self._tls_dir / "key.pem").write_text(TLS_KEY)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self._tls_dir / "cert.pem", self._tls_dir / "key.pem")
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+
+    @property
+    def cafile(self) -> str:
+        """The certificate to trust (``requests``' ``verify``); only for ``tls=True``."""
+        if self._tls_dir is None:
+            raise ValueError("this fake serves plain http")
+        return str(self._tls_dir / "cert.pem")
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self._tls_dir else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -88,6 +132,8 @@ class FakeFeeds:
         if self._thread:
             self._thread.join(timeout=5)
         self._server.server_close()
+        if self._tls_dir:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
 
     def __enter__(self) -> FakeFeeds:
         return self.start()

@@ -11,20 +11,21 @@ import gzip
 import json
 import time
 import tracemalloc
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import requests
 from fake_feeds import FakeFeeds, Reply, fixture
 from fake_ncbi import Fault
 from lxml import etree
 
 import harvest
-from harvest import feed_harvest, feed_parse, identity, store
+from harvest import feed_parse, identity, store
 from harvest.config import ConfigError, load_settings
 from harvest.eutils import EutilsClient, EutilsConfig
 from harvest.feed_config import load_feeds
 from harvest.feed_harvest import UPGRADE_SOURCE, harvest_feeds
-from harvest.feeds import FetchResult
 from harvest.models import Study
 from harvest.pubmed_xml import parse_pubmed_xml
 
@@ -281,14 +282,14 @@ def _journal_entry_feed(title: str, doi: str | None) -> bytes:
 RULES = {"dry_needling": {"any": ["trigger point*"]}}
 
 
-def test_feed_entry_then_its_pubmed_record_is_one_study(db, tmp_path, feed_host, fake_ncbi, merge_xml, monkeypatch):
+def test_feed_entry_then_its_pubmed_record_is_one_study(db, tmp_path, feed_host, fake_ncbi, merge_xml):
     pubmed = next(s for s in parse_pubmed_xml(merge_xml) if isinstance(s, Study))
     assert pubmed.doi == MERGE_DOI
     url = feed_host.route("/bmr", Reply(body=_journal_entry_feed(pubmed.title.upper().rstrip("."), MERGE_DOI),
                                         content_type="application/atom+xml"))
     settings = settings_for(tmp_path, [journal("bmr", url, topics=["dry_needling"])], rules=RULES)
-    monkeypatch.setattr(store, "utcnow", lambda: "2026-11-01T08:00:00Z")
-    first = harvest_feeds(db, settings, upgrade=False)
+    # Feed times are given; the upgrade's sighting takes the clock, which is later.
+    first = harvest_feeds(db, settings, upgrade=False, now=datetime(2021, 6, 1, 8, tzinfo=UTC))
     assert first[0].new == 1
     feed_row = rows(db, "SELECT * FROM studies")[0]
     assert (feed_row["pmid"], feed_row["record_source"]) == (None, "feed")
@@ -297,8 +298,8 @@ def test_feed_entry_then_its_pubmed_record_is_one_study(db, tmp_path, feed_host,
     fake_ncbi.register_term(f'"{MERGE_DOI}"[doi]', {MERGE_PMID})
     client = EutilsClient(EutilsConfig(base_url=fake_ncbi.base_url, email="t@example.org",
                                        api_key="test0123456789abcdef", read_timeout=2))
-    monkeypatch.setattr(store, "utcnow", lambda: "2026-11-20T08:00:00Z")
-    results = by_source(harvest_feeds(db, settings, client=client))
+    results = by_source(harvest_feeds(db, settings, client=client,
+                                      now=datetime(2021, 6, 20, 8, tzinfo=UTC)))
     up = results[UPGRADE_SOURCE]
     assert (up.status, up.found, up.new, up.updated) == ("ok", 1, 0, 1)
     assert results["feed:bmr"].status == "ok"
@@ -309,10 +310,11 @@ def test_feed_entry_then_its_pubmed_record_is_one_study(db, tmp_path, feed_host,
     assert (s["pmid"], s["doi"], s["record_source"]) == (MERGE_PMID, MERGE_DOI, "pubmed")
     assert s["title"] == pubmed.title and s["abstract"] == pubmed.abstract
     assert json.loads(s["authors"]) == pubmed.authors
-    assert s["first_seen"] == "2026-11-01T08:00:00Z"
+    assert s["first_seen"] == "2021-06-01T08:00:00Z"
     sightings = rows(db, "SELECT r.source, s.how, s.seen_at FROM sightings s JOIN runs r ON r.id = s.run_id "
                          "ORDER BY s.seen_at, r.id")
-    assert [(x["source"], x["seen_at"]) for x in sightings][:1] == [("feed:bmr", "2026-11-01T08:00:00Z")]
+    assert [(x["source"], x["seen_at"]) for x in sightings][:2] == [
+        ("feed:bmr", "2021-06-01T08:00:00Z"), ("feed:bmr", "2021-06-20T08:00:00Z")]
     assert {x["source"] for x in sightings} == {"feed:bmr", UPGRADE_SOURCE}
     esearch = fake_ncbi.requests_to("esearch")[0].params
     assert esearch["term"] == f'"{MERGE_DOI}"[doi]'
@@ -372,22 +374,32 @@ def test_upgrade_is_skipped_without_an_email(db, tmp_path, feed_host):
     assert not results[UPGRADE_SOURCE].failed
 
 
-def test_an_unexpected_error_fails_only_that_feed(db, tmp_path, feed_host, monkeypatch):
+def test_an_unexpected_error_fails_only_that_feed(db, tmp_path, feed_host):
     a = feed_host.route("/a", Reply(body=fixture("pubmed_search_rss.xml")))
-    b = feed_host.route("/b", Reply(body=fixture("bmc_atom.xml")))
-    real = feed_harvest.parse_feed
-
-    def flaky(content, headers, **kw):
-        if b"BMC" in content:
-            raise RuntimeError("parser bug")
-        return real(content, headers, **kw)
-
-    monkeypatch.setattr(feed_harvest, "parse_feed", flaky)
-    settings = settings_for(tmp_path, [search("a", a), search("b", b, topic="prolotherapy")])
+    # A character reference past U+10FFFF: feedparser itself raises ValueError on it.
+    b = feed_host.route("/b", Reply(body=_one_item_feed(f"{TITLE}<description>&#x110000;</description>")))
+    # A database error while saving its second entry (as a full disk or a bug would give):
+    # a real SQLite one, after the first entry's study, sighting and entry row are written.
+    c = feed_host.route("/c", Reply(body=fixture("bmc_atom.xml")))
+    db.execute("CREATE TRIGGER refuse_c BEFORE INSERT ON feed_entries WHEN NEW.source = 'feed:c' "
+               "AND (SELECT count(*) FROM feed_entries WHERE source = 'feed:c') > 0 "
+               "BEGIN SELECT RAISE(ABORT, 'no room for feed c'); END")
+    settings = settings_for(tmp_path, [search("a", a), search("b", b),
+                                       search("c", c, topic="prolotherapy")])
     results = by_source(harvest_feeds(db, settings, upgrade=False))
     assert results["feed:a"].status == "ok"
-    assert results["feed:b"].status == "error" and "RuntimeError: parser bug" in results["feed:b"].error
-    assert [r["status"] for r in rows(db, "SELECT status FROM runs WHERE source = 'feed:b'")] == ["error"]
+    assert results["feed:b"].status == "error"
+    assert "ValueError: chr() arg not in range(0x110000)" in results["feed:b"].error
+    c_result = results["feed:c"]
+    assert c_result.status == "error" and "IntegrityError: no room for feed c" in c_result.error
+    assert (c_result.found, c_result.new) == (0, 0)
+    for name in ("feed:b", "feed:c"):
+        runs = rows(db, "SELECT status FROM runs WHERE source = ?", [name])
+        assert [r["status"] for r in runs] == ["error"]
+    # Nothing of feed c stays: its first entry went with its transaction.
+    assert db["studies"].count == 3 and db["sightings"].count == 3
+    assert db["feed_entries"].count_where("source = 'feed:c'") == 0
+    assert not db.conn.in_transaction
 
 
 def test_disabled_feeds_are_reported_not_fetched(db, tmp_path):
@@ -477,23 +489,35 @@ def test_a_guid_changing_per_fetch_without_a_link_keeps_one_entry_row(db, tmp_pa
     assert rows(db, "SELECT guid, times_seen FROM feed_entries") == [{"guid": "s3", "times_seen": 3}]
 
 
-def test_a_truncated_feed_keeps_no_validators(db, tmp_path, feed_host, monkeypatch):
-    monkeypatch.setattr(feed_parse, "MAX_ENTRIES", 2)  # pubmed_search_rss.xml has 3 entries
-    url = feed_host.route("/f", Reply(body=fixture("pubmed_search_rss.xml"), etag='"e1"',
+def test_a_truncated_feed_keeps_no_validators(db, tmp_path, feed_host):
+    # One entry over the cap; all off the journal's topic, so only reading them costs time.
+    cap = feed_parse.MAX_ENTRIES
+    items = "".join(f"<item><title>Knee arthroplasty outcomes, cohort {i}</title>"
+                    f"<link>https://j.example.org/a/{i}</link></item>" for i in range(cap + 1))
+    body = ('<?xml version="1.0"?><rss version="2.0"><channel><title>J</title>'
+            f"{items}</channel></rss>").encode()
+    url = feed_host.route("/f", Reply(body=body, etag='"e1"',
                                       last_modified="Mon, 16 Nov 2026 10:00:00 GMT"))
-    settings = settings_for(tmp_path, [search("f", url)])
+    settings = settings_for(tmp_path, [journal("f", url, topics=["dry_needling"])], rules=RULES)
     first = harvest_feeds(db, settings, upgrade=False)[0]
-    assert first.found == 2 and first.warnings
+    assert (first.found, first.skipped) == (cap, cap)
+    assert first.warnings == [f"more than {cap} entries: only the first {cap} read"]
     src = store.get_source(db, "feed:f")
     assert (src["etag"], src["last_modified"]) == (None, None)
     harvest_feeds(db, settings, upgrade=False)
     assert "if-none-match" not in feed_host.requests_to("/f")[1].headers
 
 
-def test_a_permanent_move_from_https_to_http_is_not_stored(db, tmp_path, monkeypatch):
-    https, http = "https://feeds.example.org/f", "http://feeds.example.org/f"
-    monkeypatch.setattr(feed_harvest, "fetch_feed", lambda session, url, **kw: FetchResult(
-        url=http, status=200, content=fixture("bmc_atom.xml"), moved_to=http))
-    settings = settings_for(tmp_path, [search("f", https, topic="prolotherapy")])
-    assert harvest_feeds(db, settings, upgrade=False)[0].status == "ok"
-    assert store.get_source(db, "feed:f")["fetch_url"] == https
+def test_a_permanent_move_from_https_to_http_is_not_stored(db, tmp_path, feed_host):
+    with FakeFeeds(tls=True) as secure, requests.Session() as session:
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify
+        session.verify = secure.cafile
+        http = feed_host.route("/f", Reply(body=fixture("bmc_atom.xml")))
+        https = secure.route("/f", Reply(status=301, headers={"Location": http}))
+        assert https.startswith("https://") and http.startswith("http://")
+        settings = settings_for(tmp_path, [search("f", https, topic="prolotherapy")])
+        first = harvest_feeds(db, settings, session=session, upgrade=False)[0]
+        assert (first.status, first.found, first.moved_to) == ("ok", 4, http)
+        assert store.get_source(db, "feed:f")["fetch_url"] == https
+        harvest_feeds(db, settings, session=session, upgrade=False)
+        assert len(secure.requests_to("/f")) == 2 and len(feed_host.requests_to("/f")) == 2
