@@ -9,7 +9,7 @@ CLI already reports). The format::
     read_timeout = 30         # seconds, per wait on the socket
     max_seconds = 60          # whole-feed budget
     max_bytes = 20_000_000    # body cut off beyond this
-    gone_after = 2            # consecutive 404/410 before a feed counts as gone
+    gone_after = 2            # consecutive 404s before a feed counts as gone (a 410 at once)
     expected_hours = 26       # `harvest status` warns past this without success
     upgrade_batch = 50        # DOIs per PubMed search in the DOI->PMID upgrade
     upgrade_max = 500         # DOIs looked up per run

@@ -4,7 +4,7 @@ For each configured feed: record a run, fetch conditionally (:mod:`harvest.feeds
 parse (:mod:`harvest.feed_parse`), keep a journal feed's entries only when they match
 one of its topics' rules (the rest are counted as ``skipped``), and save the entries
 with their sightings, the entry->study map and the new validators in one transaction.
-A feed that fails is recorded as failing (``gone`` after repeated 404/410) and the next
+A feed that fails is recorded as failing (``gone`` after a 410, or repeated 404s) and the next
 feed still runs. Nothing here prints; :func:`harvest_feeds` returns one
 :class:`FeedResult` per source for the CLI to show.
 
@@ -245,9 +245,13 @@ def _failed(
     not_found: bool = False,
 ) -> FeedResult:
     count = (src.get("not_found_count") or 0) + 1 if not_found else 0
-    gone = not_found and count >= gone_after
+    # 410 is the publisher saying the feed is gone for good; a 404 may be a passing fault.
+    said_gone = not_found and http_status == 410
+    gone = said_gone or (not_found and count >= gone_after)
     message = str(exc)
-    if not_found:
+    if said_gone:
+        message += ": the publisher says the feed is gone for good; fix or remove its url in the configuration"
+    elif not_found:
         message += (f": the feed is gone after {count} such answers in a row; fix or remove its "
                     f"url in the configuration" if gone else
                     f" ({count} of {gone_after} in a row before it counts as gone)")  # fmt: skip

@@ -148,8 +148,19 @@ def test_301_moves_the_feed_and_later_runs_go_straight_there(db, tmp_path, feed_
     assert store.get_source(db, "feed:moved")["fetch_url"] == other
 
 
-@pytest.mark.parametrize("status", [404, 410])
-def test_repeated_not_found_marks_the_feed_gone_without_stopping_others(db, tmp_path, feed_host, status):
+def test_a_410_marks_the_feed_gone_at_once(db, tmp_path, feed_host):
+    dead = feed_host.route("/dead", Reply(status=410, body=b"<html>gone</html>", content_type="text/html"))
+    settings = settings_for(tmp_path, [search("dead", dead)])
+    r1 = by_source(harvest_feeds(db, settings, upgrade=False))
+    assert r1["feed:dead"].status == "gone" and "gone for good" in r1["feed:dead"].error
+    src = store.get_source(db, "feed:dead")
+    assert (src["feed_state"], src["last_http_status"]) == ("gone", 410)
+    r2 = by_source(harvest_feeds(db, settings, upgrade=False))
+    assert r2["feed:dead"].status == "skipped" and len(feed_host.requests_to("/dead")) == 1
+
+
+def test_repeated_not_found_marks_the_feed_gone_without_stopping_others(db, tmp_path, feed_host):
+    status = 404
     dead = feed_host.route("/dead", Reply(status=status, body=b"<html>no</html>", content_type="text/html"))
     good = feed_host.route("/good", Reply(body=fixture("pubmed_search_rss.xml")))
     settings = settings_for(tmp_path, [search("dead", dead), search("good", good)])
