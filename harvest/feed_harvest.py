@@ -19,10 +19,10 @@ import hashlib
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from sqlite_utils import Database
@@ -32,13 +32,15 @@ from harvest.config import ConfigError, Settings
 from harvest.feed_config import Feed, FeedsConfig, load_feeds
 from harvest.feed_parse import FeedEntry, FeedParseError, ParsedFeed, parse_feed
 from harvest.feeds import FetchError, fetch_feed, user_agent
+from harvest.ingest import OnChanged
 from harvest.models import Study
+
+if TYPE_CHECKING:
+    from harvest.eutils import EutilsClient
 
 __all__ = ["FeedResult", "UPGRADE_SOURCE", "harvest_feed", "harvest_feeds", "upgrade_dois"]
 
 UPGRADE_SOURCE = "feeds:pubmed-upgrade"
-# Called with the ids of new or revised studies inside the batch transaction (tagging).
-OnChanged = Callable[[Database, list[int]], Any]
 
 
 @dataclass
@@ -94,7 +96,7 @@ def harvest_feeds(
     settings: Settings,
     *,
     session: requests.Session | None = None,
-    client: Any | None = None,
+    client: EutilsClient | None = None,
     only: Iterable[str] | None = None,
     upgrade: bool = True,
     on_changed: OnChanged | None = None,
@@ -439,7 +441,7 @@ def _upgrade_with(
     db: Database,
     settings: Settings,
     config: FeedsConfig,
-    client: Any | None,
+    client: EutilsClient | None,
     on_changed: OnChanged | None,
 ) -> FeedResult | None:
     if not _upgrade_candidates(db, config.options.upgrade_max, None):
@@ -505,7 +507,7 @@ def _next_upgrade_cursor(cursor: str | None, done: list[tuple[int, str]]) -> str
 
 def upgrade_dois(
     db: Database,
-    client: Any,
+    client: EutilsClient,
     *,
     batch: int = 50,
     limit: int = 500,
@@ -552,7 +554,7 @@ def upgrade_dois(
     return result
 
 
-def _look_up_dois(client: Any, dois: list[str]) -> list[Study]:
+def _look_up_dois(client: EutilsClient, dois: list[str]) -> list[Study]:
     """PubMed's records for these DOIs: only those whose DOI was asked for (a loose match
     never adds an unrelated study)."""
     from harvest.pubmed_xml import parse_pubmed_xml

@@ -19,6 +19,7 @@ import html
 import io
 import os
 import re
+import sqlite3
 import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -128,7 +129,7 @@ def facts_html(synth: Synthesis, db: Database | None = None) -> Html:
         try:
             name = db.execute("PRAGMA database_list").fetchone()[2]
             where = f"<b>Database:</b> <code>{_e(name)}</code><br>"
-        except Exception:  # noqa: BLE001 - the path is a courtesy, never a failure
+        except sqlite3.Error:  # the path is a courtesy, never a failure
             where = ""
     years = f"{f['first_year']}–{f['last_year']}" if f["first_year"] else "none"
     per_iv = ", ".join(f"{label(iv)} {n}" for iv, n in f["by_intervention"].items())
