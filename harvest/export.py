@@ -88,10 +88,24 @@ def iter_studies(db: Database, *, include_deleted: bool = True) -> Iterator[dict
         yield _decode(row, sources.get(row["id"], []))
 
 
+# Characters XML 1.0 forbids (C0 controls but tab and newlines, lone surrogates, U+FFFE/F):
+# a MEDLINE file or a feed can carry them, and one would make an Atom feed unreadable and
+# stop LaTeX on a BibTeX file.
+_INVALID_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _clean_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return _INVALID_CHARS.sub("", value)
+    if isinstance(value, list):
+        return [_clean_text(v) for v in value]
+    return value
+
+
 def _decode(row: dict[str, Any], sources: Iterable[str]) -> dict[str, Any]:
-    out = dict(row)
+    out = {key: _clean_text(value) for key, value in row.items()}
     for col in _JSON_COLUMNS:
-        out[col] = json.loads(out[col]) if out.get(col) else []
+        out[col] = _clean_text(json.loads(out[col])) if out.get(col) else []
     out["retracted"] = bool(out["retracted"])
     out["deleted"] = bool(out["deleted"])
     out["sources"] = sorted(sources)
@@ -708,7 +722,7 @@ def to_ris_entries(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "type_of_reference": "JOUR",
             "id": citation_key(rec),
             "title": rec["title"],
-            "authors": list(rec.get("authors") or []),
+            "authors": [_ris_name(a) for a in rec.get("authors") or []],
             "keywords": tag_keywords(rec) + list(rec.get("keywords") or []),
             "notes": [_one_line(tag_note(rec))],
         }
@@ -742,6 +756,12 @@ def to_ris_entries(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             e["language"] = rec["languages"][0]
         entries.append(e)
     return entries
+
+
+def _ris_name(author: str) -> str:
+    """"Family, Given" as RIS asks: Zotero files a name without a comma as an organisation."""
+    a = _split_author(author)
+    return f"{a['family']}, {a['given']}" if "family" in a else a["literal"]
 
 
 def _one_line(text: str) -> str:
@@ -816,7 +836,9 @@ def _bib_verbatim(text: str) -> str:
 def _bib_name(author: str) -> str:
     a = _split_author(author)
     # a collective author is braced whole, so BibTeX does not split it into names
-    return f"{a['family']}, {a['given']}" if "family" in a else "{" + bibtex_escape(a["literal"]) + "}"
+    if "family" in a:  # a feed's or a MEDLINE file's surname may hold &, % or a brace
+        return f"{bibtex_escape(a['family'])}, {a['given']}"
+    return "{" + bibtex_escape(a["literal"]) + "}"
 
 
 def to_bibtex(records: Iterable[dict[str, Any]]) -> str:
@@ -1053,6 +1075,8 @@ def to_atom(records: Sequence[dict[str, Any]], *, title: str = "doesitwork: new 
             *(f'<link href={_attr(u)}/>' for u in urls[:1]),
             *(f"<category term={_attr(k)}/>" for k in tag_keywords(rec)),
             f"<summary>{xml_escape(summary)}</summary>",
+            # RFC 4287 4.1.1: an entry with no alternate link must have content
+            *([] if urls else [f'<content type="text">{xml_escape(summary)}</content>']),
             "</entry>",
         ]
     out.append("</feed>")

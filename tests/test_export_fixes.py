@@ -263,3 +263,60 @@ def test_balanced_braces_stay_plain_escapes_that_latex_decoders_know() -> None:
     assert export.bibtex_escape("a {b} c") == r"a \{b\} c"
     assert export.bibtex_escape("x } y {") == r"x \textbraceright{} y \textbraceleft{}"
     assert export.bibtex_title("Cluster [{Mo6I8}] in RCT") == r"Cluster [\{{Mo6I8}\}] in {RCT}"
+
+
+def _awkward_study(db: Any) -> list[dict[str, Any]]:
+    """A feed-only study as a hostile feed or a hand-made MEDLINE file can leave it: a control
+    character in the title, LaTeX specials in personal surnames, no PMID, DOI or link."""
+    from harvest import store
+    from harvest.models import Study
+
+    study = Study(title="Dry needling\x0b trial\x01", authors=["Percent% P", "Brace{ B", "Back\\slash A",
+                  "Amp & Co C"], year=2024, record_source="feed", journal="J Awk")  # fmt: skip
+    with store.write_tx(db):
+        saved = store.save_studies(db, [study], now="2026-01-01T00:00:00Z")
+    return export.load_records(db, saved.changed_ids)
+
+
+def test_control_characters_never_reach_an_export(db: Any) -> None:
+    from lxml import etree
+
+    (rec,) = _awkward_study(db)
+    assert rec["title"] == "Dry needling trial"
+    feed = etree.fromstring(export.to_atom([rec]).encode())  # lxml refuses U+000B in XML
+    assert feed.findtext("{http://www.w3.org/2005/Atom}entry/{http://www.w3.org/2005/Atom}title") == rec["title"]
+
+
+def test_an_atom_entry_without_a_link_has_content(db: Any) -> None:
+    from lxml import etree
+
+    ns = {"a": "http://www.w3.org/2005/Atom"}
+    (rec,) = _awkward_study(db)
+    entry = etree.fromstring(export.to_atom([rec]).encode()).find("a:entry", ns)
+    assert entry.find("a:link", ns) is None  # RFC 4287 4.1.1: then content is required
+    assert entry.find("a:content", ns).text == entry.find("a:summary", ns).text != ""
+    (with_pmid,) = db.execute("SELECT min(id) FROM studies WHERE pmid IS NOT NULL").fetchone()
+    linked = export.load_records(db, [with_pmid])
+    entry = etree.fromstring(export.to_atom(linked).encode()).find("a:entry", ns)
+    assert entry.find("a:link", ns) is not None and entry.find("a:content", ns) is None
+
+
+def test_latex_specials_in_personal_surnames_are_escaped(db: Any) -> None:
+    import bibtexparser
+
+    (rec,) = _awkward_study(db)
+    text = export.to_bibtex([rec])
+    assert r"Percent\%, P. and Brace\textbraceleft{}, B. and Back\textbackslash{}slash, A." in text
+    library = bibtexparser.parse_string(text)
+    assert not library.failed_blocks and len(library.entries) == 1
+    names = library.entries[0]["author"].split(" and ")
+    assert [export.bibtex_unescape(n) for n in names[:3]] == ["Percent%, P.", "Brace{, B.", "Back\\slash, A."]
+    assert names[3] == r"Amp \& Co, C."
+
+
+def test_ris_names_are_family_comma_given(db: Any) -> None:
+    import rispy
+
+    (rec,) = _awkward_study(db)
+    (entry,) = rispy.loads(export.to_ris([rec]))
+    assert entry["authors"] == ["Percent%, P.", "Brace{, B.", "Back\\slash, A.", "Amp & Co, C."]
