@@ -485,7 +485,7 @@ def split_authors(names: Iterable[str]) -> list[str]:
         name = _short_field(raw or "")
         if not name:
             continue
-        parts = [p.strip() for p in re.split(r"\s*;\s*|\s+and\s+", name) if p.strip()]
+        parts = [p.strip() for p in re.split(r"\s*;\s*|\s+(?:and|&)\s+", name) if p.strip()]
         for part in parts:
             pieces = [p.strip() for p in part.split(",")]
             if len(pieces) >= 2 and len(pieces) % 2 == 0 and all(

@@ -215,6 +215,9 @@ def test_split_authors():
     assert split_authors(["Smith, John"]) == ["Smith, John"]
     assert split_authors(["A Author; B Author"]) == ["A Author", "B Author"]
     assert split_authors(["Radi R"]) == ["Radi R"]
+    # "&" joins names as "and" does: one name per person, never "John & Doe"
+    assert split_authors(["Smith, John & Doe, Jane"]) == ["Smith, John", "Doe, Jane"]
+    assert split_authors(["Smith J & Jones K"]) == ["Smith J", "Jones K"]
 
 
 def test_entity_bomb_behind_a_long_comment_is_not_expanded():
