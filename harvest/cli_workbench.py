@@ -217,10 +217,11 @@ def list_add(settings: Settings, name: str, refs: tuple[str, ...], note: str | N
     db = open_or_fail(settings, create=False)
     _require_list(db, name)
     try:
-        reading_lists.add_items(db, name, list(refs), note=note)
+        added = reading_lists.add_items(db, name, list(refs), note=note)
     except reading_lists.ReadingListError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"{name}: {len(reading_lists.list_items(db, name))} studies")
+    total = len(reading_lists.list_items(db, name))
+    click.echo(f"{name}: {added} added; {total} studies on the list")
 
 
 def _require_list(db: Any, name: str, param_hint: str = "NAME") -> None:

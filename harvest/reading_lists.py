@@ -58,14 +58,19 @@ def create_list(
 
 
 def _add_ids(db: Database, list_id: int, ids: Sequence[int], *, note: str | None, now: str) -> int:
+    """Add the studies not on the list yet; a note also replaces those already on it.
+    Returns how many were added."""
     added = 0
     for sid in ids:
         cur = db.execute(
             "INSERT INTO reading_list_items (list_id, study_id, note, added) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (list_id, study_id) DO UPDATE SET note = coalesce(excluded.note, note)",
+            "ON CONFLICT (list_id, study_id) DO NOTHING",
             [list_id, sid, note, now],
         )
         added += cur.rowcount
+        if not cur.rowcount and note is not None:
+            db.execute("UPDATE reading_list_items SET note = ? WHERE list_id = ? AND study_id = ?",
+                       [note, list_id, sid])  # fmt: skip
     return added
 
 
@@ -85,7 +90,7 @@ def _study_ids(db: Database, refs: Sequence[str]) -> list[int]:
 
 def add_items(db: Database, name: str, refs: Sequence[str], *, note: str | None = None) -> int:
     """Add studies by reference (PMID, ``doi:…``, ``id:N``; all or none); a note replaces
-    the item's earlier note."""
+    the item's earlier note. Returns how many were not on the list before."""
     now = utcnow()
     with _tx(db):
         lst = get_list(db, name)

@@ -185,7 +185,10 @@ def test_list_manages_studies_without_a_pmid(own_demo):
     added = invoke("list", "add", "--db", db, "mixed", with_pmid, f"doi:{doi_only[1]}",
                    f"id:{bare[0]}", "--note", "to read")
     assert added.exit_code == 0, added.output
-    assert "mixed: 3 studies" in added.output
+    assert "mixed: 3 added; 3 studies on the list" in added.output
+    again = invoke("list", "add", "--db", db, "mixed", with_pmid, "--note", "read it")
+    assert "mixed: 0 added; 3 studies on the list" in again.output, again.output  # was "1"
+    assert "note: read it" in invoke("list", "show", "--db", db, "mixed").output
     shown = invoke("list", "show", "--db", db, "mixed")
     assert shown.exit_code == 0
     assert f"PMID {with_pmid}" in " ".join(shown.output.split())
