@@ -695,7 +695,7 @@ def to_csv(records: Iterable[dict[str, Any]]) -> str:
     """One row per study with the tag columns a spreadsheet user filters on."""
     buf = io.StringIO()
     cols = ["pmid", "doi", "pmcid", "title", "authors", "journal", "journal_abbrev", "volume",
-            "issue", "pages",
+            "issue", "pages", "work_type", "publisher", "publisher_place",
             "year", "pub_date", "design",
             "interventions", "conditions", "comparators", "population", "sample_size",
             "conclusion", "flags", "retracted", "first_seen", "url"]  # fmt: skip
@@ -715,22 +715,40 @@ def to_csv(records: Iterable[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+# What kind of work (the stored work_type) → each format's type; None is a journal article.
+_RIS_TYPES = {None: "JOUR", "chapter": "CHAP", "book": "BOOK"}
+_CSL_TYPES = {None: "article-journal", "chapter": "chapter", "book": "book"}
+
+
+def _work_type(rec: dict[str, Any]) -> str | None:
+    """"chapter" or "book" for an NCBI Bookshelf record, None for a journal article (or a
+    value this version does not know, which is exported as before)."""
+    kind = rec.get("work_type")
+    return kind if kind in ("chapter", "book") else None
+
+
 def to_ris_entries(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     entries = []
     for rec in records:
+        kind = _work_type(rec)
         e: dict[str, Any] = {
-            "type_of_reference": "JOUR",
+            "type_of_reference": _RIS_TYPES[kind],
             "id": citation_key(rec),
             "title": rec["title"],
             "authors": [_ris_name(a) for a in rec.get("authors") or []],
             "keywords": tag_keywords(rec) + list(rec.get("keywords") or []),
             "notes": [_one_line(tag_note(rec))],
         }
-        # T2 is the journal's title (Zotero's publicationTitle), JO its standard abbreviation
+        # T2 is the journal's title (Zotero's publicationTitle), JO its standard abbreviation;
+        # in a CHAP record T2 is the book's title (Zotero's bookTitle)
         if rec.get("journal"):
             e["secondary_title"] = rec["journal"]
         if rec.get("journal_abbrev"):
             e["journal_name"] = rec["journal_abbrev"]
+        if kind and rec.get("publisher"):
+            e["publisher"] = rec["publisher"]  # PB
+        if kind and rec.get("publisher_place"):
+            e["place_published"] = rec["publisher_place"]  # CY
         if rec.get("volume"):
             e["volume"] = rec["volume"]
         if rec.get("issue"):
@@ -848,11 +866,16 @@ def to_bibtex(records: Iterable[dict[str, Any]]) -> str:
 
     library = bibtexparser.Library()
     for rec in records:
+        kind = _work_type(rec)
         fields = {
             "title": rec["title"],
             "author": " and ".join(map(_bib_name, rec.get("authors") or [])),
-            "journal": rec.get("journal"),
+            # a chapter's book is its booktitle (@incollection), not a journal
+            "journal": rec.get("journal") if kind is None else None,
+            "booktitle": rec.get("journal") if kind == "chapter" else None,
             "shortjournal": rec.get("journal_abbrev"),  # biblatex; BibTeX ignores it
+            "publisher": rec.get("publisher") if kind else None,
+            "address": rec.get("publisher_place") if kind else None,
             "volume": rec.get("volume"),
             "number": rec.get("issue"),
             "pages": full_pages(rec.get("pages"), "--"),
@@ -879,8 +902,15 @@ def to_bibtex(records: Iterable[dict[str, Any]]) -> str:
             else:
                 text = bibtex_escape(value)
             out.append(Field(key, text))  # bibtexparser adds the enclosing braces
-        # @article requires a journal (BibTeX warns without one); @misc does not
-        library.add(Entry("article" if rec.get("journal") else "misc", citation_key(rec), out))
+        # @article requires a journal (BibTeX warns without one); @misc does not. A Bookshelf
+        # chapter is @incollection (booktitle, publisher), a whole book @book (publisher).
+        if kind == "chapter":
+            entry_type = "incollection"
+        elif kind == "book":
+            entry_type = "book"
+        else:
+            entry_type = "article" if rec.get("journal") else "misc"
+        library.add(Entry(entry_type, citation_key(rec), out))
     # the library is ours to change: an in-place stack spares a deep copy of every entry
     # (and bibtexparser's warning about it on large exports)
     stack = default_unparse_stack(allow_inplace_modification=True)
@@ -891,9 +921,10 @@ def to_csl_items(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """CSL-JSON items (valid against the CSL-JSON schema); tags in ``note`` and ``custom``."""
     items = []
     for rec in records:
+        kind = _work_type(rec)
         item: dict[str, Any] = {
             "id": citation_key(rec),
-            "type": "article-journal",
+            "type": _CSL_TYPES[kind],
             "title": rec["title"],
             "note": tag_note(rec),
             "keyword": ", ".join(tag_keywords(rec) + list(rec.get("keywords") or [])),
@@ -909,6 +940,10 @@ def to_csl_items(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                          ("abstract", "abstract")):  # fmt: skip
             if rec.get(key):
                 item[csl] = rec[key]
+        if kind:  # a chapter's container-title (above) is its book's title
+            for key, csl in (("publisher", "publisher"), ("publisher_place", "publisher-place")):
+                if rec.get(key):
+                    item[csl] = rec[key]
         if pages := full_pages(rec.get("pages")):
             item["page"] = pages
         if urls := _urls(rec):

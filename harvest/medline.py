@@ -267,23 +267,60 @@ def _corrections(record: Medline.Record) -> list[Correction]:
 
 
 def _date_revised(record: Medline.Record) -> str | None:
-    match = _COMPACT_DATE.match(_text(record, "LR") or "")
+    return _compact_date(_text(record, "LR", "DRDT"))  # DRDT: a Bookshelf record's DateRevised
+
+
+def _compact_date(text: str | None) -> str | None:
+    """"20040319" (CTDT, DRDT) → "2004-03-19"."""
+    match = _COMPACT_DATE.match(text or "")
     return f"{match[1]}-{match[2]}-{match[3]}" if match else None
 
 
+def _is_book_record(record: Medline.Record) -> bool:
+    """A Bookshelf record: PubMed writes its book title (BTI) and its NBK accession."""
+    if _text(record, "BTI"):
+        return True
+    ids = _as_list(record.get("AID"))
+    return any(kind == "bookaccession" for value in ids for _, kind in _TAGGED_ID.findall(value))
+
+
+def _book_fields(record: Medline.Record) -> dict[str, str | None]:
+    """What a Bookshelf record adds, as :func:`harvest.pubmed_xml._book_article` maps the XML.
+
+    PubMed's export of a chapter (GeneReviews, StatPearls) writes the chapter's title in TI,
+    the book's in BTI, its publisher in PB and place in PL ("Seattle (WA)"), the book's date in
+    DP and the chapter's own in CTDT ("20040319"), which dates the chapter as in the XML. A
+    whole book has no TI. (PL in a journal record is the journal's country: not mapped there.)
+    """
+    book_title = _text(record, "BTI")
+    chapter = bool(_text(record, "TI")) and bool(book_title)
+    pub_date = _compact_date(_text(record, "CTDT")) if chapter else None
+    return {
+        "work_type": "chapter" if chapter else "book",
+        "journal": book_title if chapter else None,
+        "publisher": _text(record, "PB"),
+        "publisher_place": _text(record, "PL"),
+        "pub_date": pub_date or parse_date_text(_text(record, "DP")),
+    }
+
+
 def _study(record: Medline.Record) -> Study:
-    pub_date = parse_date_text(_text(record, "DP"))
+    book = _book_fields(record) if _is_book_record(record) else {}
+    pub_date = book["pub_date"] if book else parse_date_text(_text(record, "DP"))
     return Study(
         title=_text(record, "TI", "BTI", "TT") or "",
         pmid=_text(record, "PMID"),
         doi=_doi(record),
         pmcid=normalize_pmcid(_text(record, "PMC")),
         abstract=_text(record, "AB"),
-        journal=_text(record, "JT", "TA"),
+        journal=book["journal"] if book else _text(record, "JT", "TA"),
         journal_abbrev=_text(record, "TA"),
         volume=_text(record, "VI"),
         issue=_text(record, "IP"),
         pages=_text(record, "PG"),  # MedlinePgn, as in the XML: "101-10"
+        work_type=book.get("work_type"),
+        publisher=book.get("publisher"),
+        publisher_place=book.get("publisher_place"),
         pub_date=pub_date,
         year=int(pub_date[:4]) if pub_date else None,
         authors=_as_list(record.get("AU")) + _as_list(record.get("CN")),

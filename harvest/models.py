@@ -69,6 +69,13 @@ class Study:
     volume: str | None = None
     issue: str | None = None
     pages: str | None = None
+    # What kind of work: None for a journal article (nearly every record), "chapter" for a
+    # chapter of an NCBI Bookshelf book (StatPearls, GeneReviews; ``journal`` then holds the
+    # book's title), "book" for a whole book or report. Books name their publisher and its
+    # place ("StatPearls Publishing", "Treasure Island (FL)"); journal articles leave both None.
+    work_type: str | None = None
+    publisher: str | None = None
+    publisher_place: str | None = None
     # ISO 8601 partial date: YYYY, YYYY-MM or YYYY-MM-DD.
     pub_date: str | None = None
     year: int | None = None

@@ -891,8 +891,10 @@ def _article(record: etree._Element) -> Study:
 def _book_article(record: etree._Element) -> Study:
     """Map one ``PubmedBookArticle`` (NCBI Bookshelf: a chapter, or a whole book).
 
-    A chapter's title is its ArticleTitle and the book's title stands where a journal would; a
-    whole-book record's title is the BookTitle.
+    A record with an ArticleTitle is a chapter (``work_type="chapter"``): that is its title,
+    and the book's title stands where a journal would. Without one it is a whole book or
+    report (``work_type="book"``) titled by its BookTitle. Both carry the book's publisher and
+    its place (Book/Publisher), which the exports need for @incollection/CHAP and @book/BOOK.
     """
     parts = _index(record)
     document = parts.get("BookDocument")
@@ -908,7 +910,16 @@ def _book_article(record: etree._Element) -> Study:
     doi, pmcid = _ids(id_lists, book)
     chapter_title = _first_text(fields, "ArticleTitle", "VernacularTitle")
     book_title = _flatten(about_book.get("BookTitle")) or None
-    pub_date = _structured_date(about_book.get("PubDate"))
+    publisher = _index(about_book.get("Publisher"))
+    # A chapter is dated by its own ContributionDate, as PubMed and Bookshelf cite it
+    # (NLM's Citing Medicine: "Writer W. Title. 2004 Mar 19. In: SynthReviews [Internet].
+    # Somewhere: Univ; 1993-."): the book's PubDate is when a living book (GeneReviews since
+    # 1993, StatPearls re-dated every year) started or was last issued, not when this chapter
+    # was written, so it is only the fallback. A whole book is dated by its PubDate.
+    pub_date = None
+    if chapter_title:
+        pub_date = _structured_date(fields.get("ContributionDate"))
+    pub_date = pub_date or _structured_date(about_book.get("PubDate"))
     return Study(
         title=chapter_title or book_title or "",
         pmid=pmid,
@@ -917,6 +928,9 @@ def _book_article(record: etree._Element) -> Study:
         pmcid=pmcid,
         abstract=_abstract(fields.get("Abstract"), ()),
         journal=book_title if chapter_title else None,
+        work_type="chapter" if chapter_title else "book",
+        publisher=_first_text(publisher, "PublisherName"),
+        publisher_place=_first_text(publisher, "PublisherLocation"),
         pub_date=pub_date,
         year=_year(pub_date),
         authors=_authors(document) or _authors(book),

@@ -424,3 +424,18 @@ def m006_fts_authors(db: Database) -> None:
     # Researchers search by author ("Gunn"). The index is rebuilt with the authors column
     # (the JSON list's names tokenize as words); ensure_fts recreates its triggers too.
     ensure_fts(db)
+
+
+# --- studies: what kind of work, and a book's publisher (harvest/pubmed_xml.py, medline.py) ---
+
+
+@migrations()
+def m007_studies_work_type_publisher(db: Database) -> None:
+    # NCBI Bookshelf records (StatPearls, GeneReviews chapters; whole books and reports): what
+    # kind of work ("chapter", "book"; NULL for a journal article), and the book's publisher
+    # and its place, so that exports write @incollection/CHAP and @book/BOOK, not articles.
+    # Plain ADD COLUMNs as in m004; filled when a book record is next saved (store.py).
+    columns = db["studies"].columns_dict
+    for name in ("work_type", "publisher", "publisher_place"):
+        if name not in columns:
+            db["studies"].add_column(name, str)

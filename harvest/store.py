@@ -31,12 +31,16 @@ _MERGE_FIELDS = (
     "pmid", "pmid_version", "doi", "pmcid", "title", "abstract", "journal", "pub_date",
     "year", "authors", "languages", "publication_types", "mesh", "mesh_text", "keywords",
     "keywords_text", "medline_status", "date_revised", "corrections", "url", "retracted",
-    "volume", "issue", "pages", "journal_abbrev",
+    "volume", "issue", "pages", "journal_abbrev", "work_type", "publisher", "publisher_place",
 )  # fmt: skip
 # Merge fields added after rows were first hashed, one group per schema change: a group
 # enters the content hash only when one of its fields is set, so a record without them
 # keeps the hash it always had (see :func:`_hash`).
-_LATER_FIELDS = (("volume", "issue", "pages"), ("journal_abbrev",))
+_LATER_FIELDS = (
+    ("volume", "issue", "pages"),  # m004
+    ("journal_abbrev",),  # m005
+    ("work_type", "publisher", "publisher_place"),  # m007: set on book records only
+)
 _HASHED_ALWAYS = tuple(k for k in _MERGE_FIELDS if not any(k in group for group in _LATER_FIELDS))
 # Record sources in order of authority: PubMed's own record beats a feed's description.
 _AUTHORITY = {"pubmed": 3, "medline": 3, "sample": 1, "feed": 1}
@@ -225,6 +229,9 @@ def study_to_row(study: Study) -> dict[str, Any]:
         "volume": study.volume or None,
         "issue": study.issue or None,
         "pages": study.pages or None,
+        "work_type": study.work_type or None,
+        "publisher": study.publisher or None,
+        "publisher_place": study.publisher_place or None,
         "pub_date": study.pub_date,
         "year": study.year,
         "authors": _json_list(study.authors),

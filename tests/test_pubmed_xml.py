@@ -563,9 +563,12 @@ def test_book_articles():
         title="Myofascial Pain Syndrome Overview",
         pmid="90000002",
         abstract="CLINICAL CHARACTERISTICS: Trigger points are tender nodules.\n\nMANAGEMENT: Dry needling is one option.",
-        journal="SynthReviews®",
-        pub_date="1993",
-        year=1993,
+        journal="SynthReviews®",  # the book the chapter is in
+        work_type="chapter",
+        publisher="University of Somewhere",
+        publisher_place="Somewhere (XX)",
+        pub_date="2004-03-19",  # the chapter's ContributionDate, not the book's 1993
+        year=2004,
         authors=["Writer W", "Synthetic Pain Consortium"],  # the book's editors are not authors
         languages=["eng"],
         publication_types=["Review"],
@@ -578,6 +581,8 @@ def test_book_articles():
         doi="10.5555/synth-report-4",
         abstract="A rapid review of prolotherapy.",
         journal=None,
+        work_type="book",
+        publisher="Synthetic Agency for Health Technology",
         pub_date="2018-09-14",
         year=2018,
         authors=["Reviewer R"],
