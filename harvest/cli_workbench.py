@@ -56,7 +56,7 @@ def _check_since(ctx: click.Context, param: click.Parameter, value: str | None) 
     """--since must be an ISO date or time: a usage error (exit 2) otherwise."""
     if value is not None:
         try:
-            export._since(value)
+            export.parse_since(value)
         except export.ExportError as exc:
             raise click.BadParameter(f"{value!r} is not an ISO date (YYYY-MM-DD)",
                                      ctx=ctx, param=param) from exc  # fmt: skip

@@ -414,7 +414,7 @@ def select_study_ids(
             args += [facet, *values]
     if since:
         where.append("s.first_seen >= ?")
-        args.append(_since(since))
+        args.append(parse_since(since))
     if search and search.strip():  # a blank search is no search, as in Datasette
         if only_excludes(search):  # FTS5 cannot search for "everything but"
             raise ExportError(search_error(search, ""))
@@ -442,7 +442,7 @@ def select_study_ids(
         raise
 
 
-def _since(value: str) -> str:
+def parse_since(value: str) -> str:
     try:
         return date.fromisoformat(value).isoformat()  # a date alone compares as a prefix
     except ValueError:
@@ -603,13 +603,22 @@ def _is_family(text: str) -> bool:
 
 
 def _split_author(name: str) -> dict[str, str]:
-    """PubMed's "Last Initials" into CSL's family/given; a collective name stays literal."""
+    """PubMed's "Last Initials", or a feed's "Family, Given", into CSL's family/given; a
+    collective name (or any other form) stays literal."""
     parts = name.rsplit(" ", 1)
     if (len(parts) == 2 and parts[1].isalpha() and parts[1].isupper() and len(parts[1]) <= 4
             and _is_family(parts[0])):  # fmt: skip
         # "SR" -> "S. R." so that CSL styles initialize both (Vancouver prints "SR")
         return {"family": parts[0], "given": " ".join(f"{c}." for c in parts[1])}
+    family, comma, given = name.partition(", ")
+    if comma and _is_family(family) and _GIVEN.fullmatch(given):
+        return {"family": family, "given": given}
     return {"literal": name}
+
+
+# A feed's given names after "Family, ": "John", "Mary Ann", "J.-P.", "José M." (no digits,
+# no further comma: "Writing Group, for the Trial" is not a person).
+_GIVEN = re.compile(r"[^\W\d_][\w.'\-]*(?: [^\W\d_][\w.'\-]*){0,3}")
 
 
 def _date_parts(rec: dict[str, Any]) -> list[int]:

@@ -320,3 +320,22 @@ def test_ris_names_are_family_comma_given(db: Any) -> None:
     (rec,) = _awkward_study(db)
     (entry,) = rispy.loads(export.to_ris([rec]))
     assert entry["authors"] == ["Percent%, P.", "Brace{, B.", "Back\\slash, A.", "Amp & Co, C."]
+
+
+def test_a_feeds_family_comma_given_names_are_split_for_citation_managers(db: Any) -> None:
+    import rispy
+
+    from harvest import store
+    from harvest.models import Study
+
+    study = Study(title="Dry needling and pain", authors=["Espejo-Antúnez, Luis", "Writing Group, for the Trial"],
+                  year=2024, record_source="feed", journal="J Awk")  # fmt: skip
+    with store.write_tx(db):
+        saved = store.save_studies(db, [study], now="2026-01-01T00:00:00Z")
+    (rec,) = export.load_records(db, saved.changed_ids)
+    (item,) = export.to_csl_items([rec])
+    assert item["author"] == [{"family": "Espejo-Antúnez", "given": "Luis"},
+                              {"literal": "Writing Group, for the Trial"}]  # fmt: skip
+    assert "author = {Espejo-Antúnez, Luis and {Writing Group, for the Trial}}" in export.to_bibtex([rec])
+    (entry,) = rispy.loads(export.to_ris([rec]))
+    assert entry["authors"] == ["Espejo-Antúnez, Luis", "Writing Group, for the Trial"]

@@ -386,10 +386,10 @@ def test_since_with_an_offset_compares_in_utc(db: Any) -> None:
     instant = datetime.strptime(newest, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     local = instant.astimezone(timezone(timedelta(hours=5))).isoformat()  # same instant, +05:00
     assert sorted(export.select_study_ids(db, since=local)) == sorted(ids)
-    assert export._since(local) == newest
-    assert export._since("2026-01-01") == "2026-01-01"  # a date alone stays a date
+    assert export.parse_since(local) == newest
+    assert export.parse_since("2026-01-01") == "2026-01-01"  # a date alone stays a date
     with pytest.raises(export.ExportError, match="not an ISO date"):
-        export._since("last week")
+        export.parse_since("last week")
 
 
 def test_bibtex_title_protects_acronyms() -> None:

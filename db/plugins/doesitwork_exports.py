@@ -193,7 +193,7 @@ def since_utc(value: Any) -> str | None:
     like ``first_seen``); NULL, so no rows, when blank or not a date."""
     text = "" if value is None else str(value).strip()
     try:
-        return export._since(text) if text else None
+        return export.parse_since(text) if text else None
     except export.ExportError:
         return None
 
