@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from datafiles import FIXTURES, data_file
+from workbench_fixture import import_files, records_by_pmid
 
 from harvest import export, ingest, store
 from harvest.medline import parse_medline
@@ -33,23 +34,12 @@ BOOK_COLUMNS = ("work_type", "publisher", "publisher_place")
 @pytest.fixture(scope="module")
 def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The book fixture and, beside it, the MEDLINE fixture's two journal articles."""
-    path = tmp_path_factory.mktemp("books") / "evidence.db"
-    db = store.open_db(path)
-    for f in (BOOKS, MEDLINE_FIXTURE):
-        result = ingest.import_file(db, f)
-        assert result.error is None, result.error
-    db.conn.close()
-    return path
+    return import_files(tmp_path_factory.mktemp("books") / "evidence.db", [BOOKS, MEDLINE_FIXTURE])
 
 
 @pytest.fixture
 def records(db_path: Path) -> dict[str, dict[str, Any]]:
-    db = store.open_db(db_path)
-    try:
-        recs = export.load_records(db, export.select_study_ids(db))
-    finally:
-        db.conn.close()
-    return {r["pmid"]: r for r in recs}
+    return records_by_pmid(db_path)
 
 
 # --- parsing and storing -------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from datafiles import FIXTURES, data_file
 from fake_feeds import fixture
+from workbench_fixture import import_files, records_by_pmid
 
 from harvest import export, ingest, store
 from harvest.cli import cli
@@ -207,22 +208,13 @@ def test_a_record_without_the_later_fields_keeps_the_hash_it_always_had():
 def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The MEDLINE fixture (90000006 with VI/IP/PG, 90000014 without) and efetch pubmed1.xml
     (real: 12091962 and 9997, whose MedlinePgn abbreviates the last page)."""
-    path = tmp_path_factory.mktemp("loc") / "evidence.db"
-    db = store.open_db(path)
-    for f in (MEDLINE_FIXTURE, data_file("eutils", "biopython", "pubmed1.xml")):
-        assert ingest.import_file(db, f).error is None
-    db.conn.close()
-    return path
+    files = [MEDLINE_FIXTURE, data_file("eutils", "biopython", "pubmed1.xml")]
+    return import_files(tmp_path_factory.mktemp("loc") / "evidence.db", files)
 
 
 @pytest.fixture
 def records(db_path: Path) -> dict[str, dict[str, Any]]:
-    db = store.open_db(db_path)
-    try:
-        recs = export.load_records(db, export.select_study_ids(db))
-    finally:
-        db.conn.close()
-    return {r["pmid"]: r for r in recs}
+    return records_by_pmid(db_path)
 
 
 def _ris_record(text: str, pmid: str) -> list[str]:

@@ -21,7 +21,7 @@ import pytest
 from datafiles import SHARED_DATA
 from lxml import etree
 
-from harvest import demo, ingest, reading_lists, tagging
+from harvest import demo, export, ingest, reading_lists, tagging
 from harvest.store import open_db
 
 UPDATE_FILE = SHARED_DATA / "pubmed" / "pubmed21n1298-even.xml.gz"
@@ -122,3 +122,24 @@ def expected(db_path: Path, sql: str, args: list[Any] | None = None) -> list[Any
         return [r[0] for r in conn.execute(sql, args or []).fetchall()]
     finally:
         conn.close()
+
+
+def import_files(path: Path, files: list[Path]) -> Path:
+    """A database at ``path`` holding these PubMed XML / MEDLINE files, each imported whole."""
+    db = open_db(path)
+    try:
+        for f in files:
+            result = ingest.import_file(db, f)
+            assert result.error is None, result.error
+    finally:
+        db.conn.close()
+    return path
+
+
+def records_by_pmid(path: Path) -> dict[str, dict[str, Any]]:
+    """Every study's export record (study, sources, tags), by PMID."""
+    db = open_db(path)
+    try:
+        return {r["pmid"]: r for r in export.load_records(db, export.select_study_ids(db))}
+    finally:
+        db.conn.close()
