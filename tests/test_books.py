@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from datafiles import FIXTURES, data_file
-from workbench_fixture import import_files, records_by_pmid
+from workbench_fixture import import_files, make_older_db, records_by_pmid
 
 from harvest import export, ingest, store
 from harvest.medline import parse_medline
@@ -237,20 +237,12 @@ def _make_pre_m007_db(path: Path) -> None:
     """A database as the version before m007 left it: no work_type/publisher columns, the book
     fixture stored as that version parsed it (the chapter as an article of 1993) and the two
     MEDLINE journal articles, all with the hashes that version computed."""
-    db = store.open_db(path)
-    with store.write_tx(db):
-        db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm007_studies_work_type_publisher'")
-        for col in BOOK_COLUMNS:
-            db.execute(f"ALTER TABLE studies DROP COLUMN {col}")
-        for study in [*parse_pubmed_xml(BOOKS), *parse_medline(MEDLINE_FIXTURE)]:
-            if study.work_type == "chapter":
-                study.pub_date, study.year = "1993", 1993  # that version dated it by the book
-            study.work_type = study.publisher = study.publisher_place = None
-            row = {k: v for k, v in store.study_to_row(study).items() if k not in BOOK_COLUMNS}
-            row.update(content_hash=_pre_m007_hash(row), first_seen="2026-01-01T00:00:00Z",
-                       last_updated="2026-01-01T00:00:00Z")  # fmt: skip
-            db["studies"].insert(row)
-    db.conn.close()
+    studies = [*parse_pubmed_xml(BOOKS), *parse_medline(MEDLINE_FIXTURE)]
+    for study in studies:
+        if study.work_type == "chapter":
+            study.pub_date, study.year = "1993", 1993  # that version dated it by the book
+    make_older_db(path, migrations=["m007_studies_work_type_publisher"], columns=BOOK_COLUMNS,
+                  studies=studies, hash_row=_pre_m007_hash)  # fmt: skip
 
 
 def test_migration_adds_the_columns_and_a_reimport_updates_only_the_book_records_once(tmp_path):

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from datafiles import FIXTURES, data_file
 from fake_feeds import fixture
-from workbench_fixture import import_files, records_by_pmid
+from workbench_fixture import import_files, make_older_db, records_by_pmid
 
 from harvest import export, ingest, store
 from harvest.cli import cli
@@ -145,20 +145,12 @@ def _make_pre_upgrade_db(path: Path) -> None:
     """A database as the version before m004 left it: no volume/issue/pages (nor the later
     journal_abbrev) columns, the MEDLINE fixture's two records stored with the hashes that
     version computed."""
-    later = ("volume", "issue", "pages", "journal_abbrev")
-    db = store.open_db(path)
-    with store.write_tx(db):
-        db.execute("DELETE FROM _sqlite_migrations WHERE name IN "
-                   "('m004_studies_volume_issue_pages', 'm005_studies_journal_abbrev')")
-        for col in later:
-            db.execute(f"ALTER TABLE studies DROP COLUMN {col}")
-        for study in parse_medline(MEDLINE_FIXTURE):
-            study.journal_abbrev = None  # as that version parsed it
-            row = {k: v for k, v in store.study_to_row(study).items() if k not in later}
-            row.update(content_hash=_old_hash(row), first_seen="2026-01-01T00:00:00Z",
-                       last_updated="2026-01-01T00:00:00Z")  # fmt: skip
-            db["studies"].insert(row)
-    db.conn.close()
+    studies = list(parse_medline(MEDLINE_FIXTURE))
+    for study in studies:
+        study.journal_abbrev = None  # as that version parsed it
+    make_older_db(path, migrations=["m004_studies_volume_issue_pages", "m005_studies_journal_abbrev"],
+                  columns=("volume", "issue", "pages", "journal_abbrev"), studies=studies,
+                  hash_row=_old_hash)  # fmt: skip
 
 
 def test_an_existing_database_gains_the_columns_and_keeps_its_rows(tmp_path):

@@ -143,3 +143,23 @@ def records_by_pmid(path: Path) -> dict[str, dict[str, Any]]:
         return {r["pmid"]: r for r in export.load_records(db, export.select_study_ids(db))}
     finally:
         db.conn.close()
+
+
+def make_older_db(path: Path, *, migrations: list[str], columns: tuple[str, ...], studies: list[Any],
+                  hash_row: Any) -> None:  # fmt: skip
+    """A database as an earlier version left it: ``migrations`` not applied, their ``columns``
+    absent, ``studies`` stored with the content hash that version computed (``hash_row``)."""
+    from harvest import store
+
+    db = open_db(path)
+    with store.write_tx(db):
+        marks = ",".join("?" * len(migrations))
+        db.execute(f"DELETE FROM _sqlite_migrations WHERE name IN ({marks})", migrations)
+        for col in columns:
+            db.execute(f"ALTER TABLE studies DROP COLUMN {col}")
+        for study in studies:
+            row = {k: v for k, v in store.study_to_row(study).items() if k not in columns}
+            row.update(content_hash=hash_row(row), first_seen="2026-01-01T00:00:00Z",
+                       last_updated="2026-01-01T00:00:00Z")  # fmt: skip
+            db["studies"].insert(row)
+    db.conn.close()
