@@ -348,11 +348,12 @@ def status_(settings: Settings, check: bool) -> None:
     if rows:
         click.echo(status.format_totals(status.totals(db)))
     if check:
-        problems = store.check_database(db)
-        for problem in problems:
-            click.echo(f"check: {problem}")
-        click.echo(f"check: {'ok' if not problems else 'PROBLEMS FOUND'} ({settings.db_path})")
-        if any(not p.startswith("full-text index not checked") for p in problems):
+        problems, unchecked = store.check_database(db)
+        for line in problems + unchecked:
+            click.echo(f"check: {line}")
+        verdict = "PROBLEMS FOUND" if problems else "incomplete" if unchecked else "ok"
+        click.echo(f"check: {verdict} ({settings.db_path})")
+        if problems:
             sys.exit(EXIT_SOURCE_FAILED)
 
 

@@ -127,9 +127,13 @@ class EutilsTransientError(EutilsError):
         super().__init__(f"{endpoint}: {last_problem}; gave up after {tries} tries")
 
 
+# Requests in a row whose every try got no complete reply before NCBI is taken to be down.
+SILENT_REQUESTS_TO_GIVE_UP = 2
+
+
 class EutilsUnreachable(EutilsTransientError):
-    """Not asked: earlier in this client's life every try of a request ended without a
-    complete reply (refused, timed out, reset, cut off), so NCBI is taken to be down."""
+    """Not asked: earlier in this client's life every try of two requests in a row ended
+    without a complete reply (refused, timed out, reset, cut off): NCBI is taken to be down."""
 
     def __init__(self, endpoint: str, earlier: str) -> None:
         self.endpoint, self.tries, self.last_problem = endpoint, 0, earlier
@@ -306,10 +310,12 @@ class EutilsClient:
             self._identity["api_key"] = config.api_key
         rate = config.requests_per_second or (10.0 if config.api_key else 3.0)
         self._limiter = _RateLimiter(INTERVAL_MARGIN / rate, config.rate_file, clock, sleep)
-        # Set when every try of a request got no complete reply: later requests of this run
-        # fail at once instead of spending their own tries and timeouts (one cron run would
-        # otherwise wait out 5 tries per topic and for the DOI look-up).
+        # Set when every try of two requests in a row got no complete reply: later requests
+        # of this run fail at once instead of spending their own tries and timeouts (one cron
+        # run would otherwise wait out 5 tries per topic and for the DOI look-up). One slow
+        # request on a server that answers others does not trip it; any reply resets it.
         self.unreachable: str | None = None
+        self._silent_in_a_row = 0
         self.requests_made = 0
         self.request_times: list[float] = []
         self.retry_delays: list[float] = []  # the backoff slept before each retry
@@ -428,6 +434,7 @@ class EutilsClient:
                 finally:
                     response.close()
                 replied = True
+                self._silent_in_a_row = 0
                 self._check_response(endpoint, response.status_code, response.headers, body)
                 return parse(body)
             except _Retry as exc:
@@ -451,7 +458,9 @@ class EutilsClient:
             self.retry_delays.append(delay)
             self._sleep(delay)
         if not replied:
-            self.unreachable = f"{endpoint}: {problem}; {tries} tries"
+            self._silent_in_a_row += 1
+            if self._silent_in_a_row >= SILENT_REQUESTS_TO_GIVE_UP:
+                self.unreachable = f"{endpoint}: {problem}; {tries} tries"
         raise EutilsTransientError(endpoint, tries, problem)
 
     def _read_body(self, endpoint: str, response: requests.Response, deadline: float) -> bytes:

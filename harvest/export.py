@@ -595,6 +595,12 @@ _NOT_A_FAMILY = re.compile(
     r"\b(?:for|the|of|and|on|in)\b|\b(?i:group|committee|consortium|collaborat\w*|network"
     r"|investigators|society|association|team|study)\b"
 )
+# ... and, after "Name, ", words no given name holds ("NICE, Guideline Development Team",
+# "Pfizer, Inc"). Not tested on PubMed's "Last Initials": "Gómez-Hospital JA", "Corp N".
+_NOT_A_GIVEN = re.compile(
+    _NOT_A_FAMILY.pattern + r"|\b(?i:inc|ltd|llc|corp|institute|university|hospital"
+    r"|foundation|council|panel|force|organi[sz]ation|agency|department|development)\b"
+)
 
 
 def _is_family(text: str) -> bool:
@@ -611,7 +617,7 @@ def _split_author(name: str) -> dict[str, str]:
         # "SR" -> "S. R." so that CSL styles initialize both (Vancouver prints "SR")
         return {"family": parts[0], "given": " ".join(f"{c}." for c in parts[1])}
     family, comma, given = name.partition(", ")
-    if comma and _is_family(family) and _GIVEN.fullmatch(given):
+    if comma and _is_family(family) and _GIVEN.fullmatch(given) and not _NOT_A_GIVEN.search(given):
         return {"family": family, "given": given}
     return {"literal": name}
 

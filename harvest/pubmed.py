@@ -218,7 +218,15 @@ def split_windows(
                 f"{found.count} records have {window}: more than PubMed will list "
                 f"at once ({ESEARCH_CAP}), even split by two dates; narrow the query"
             )
-        yield from split_windows(client, term, split)
+        held = 0
+        for part, part_found in split_windows(client, term, split):
+            held += part_found.count
+            yield part, part_found
+        if held < found.count:  # a record outside the second date's range would be lost
+            raise HarvestError(
+                f"{window} split by {split.datetype} holds {held} of its {found.count} records; "
+                "the next run will ask again"
+            )
         return
     for half in window.halves():
         yield from split_windows(client, term, half)
@@ -258,7 +266,9 @@ def _harvest_window(
                     on_changed=on_changed, resolve=identity.resolve,
                 )  # fmt: skip
                 store.add_pending(db, topic.source_name, unavailable)  # with the cursor's move
-                if advance_cursor and start == starts[-1]:
+                # Not within a split day: its parts run by another date, whose ends are no
+                # place for the backfill to resume; the cursor moves after the day's next part.
+                if advance_cursor and start == starts[-1] and part.day is None:
                     store.update_source(db, topic.source_name, cursor=part.end.strftime(DATE_FMT),
                                         query_version=topic.query_version)  # fmt: skip
             result.counts.add(counts)

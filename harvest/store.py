@@ -92,29 +92,37 @@ def open_db(path: str | os.PathLike[str], *, create: bool = True, read_only: boo
     return db
 
 
-def check_database(db: Database) -> list[str]:
-    """What is wrong with the file, in words (empty when nothing is): SQLite's quick check,
-    then a full comparison of the full-text index with the ``studies`` rows.
+def check_database(db: Database) -> tuple[list[str], list[str]]:
+    """(what is wrong with the file, what could not be checked), in words: SQLite's quick
+    check, then a full comparison of the full-text index with the ``studies`` rows.
 
     The index is kept current by triggers. A program outside harvest that runs
     ``INSERT OR REPLACE`` on ``studies`` without ``PRAGMA recursive_triggers = ON`` replaces a
     row without firing them, so searches find its old words; only the full comparison
-    (``rank = 1``) notices. It writes nothing, but SQLite refuses it on a read-only
-    connection, so such a file is reported as not checked.
+    (``rank = 1``) notices. It writes nothing, but SQLite runs it as a write: on a read-only
+    connection, or while a harvest holds the write lock, it is not checked (not a problem).
     """
     problems = [row[0] for row in db.execute("PRAGMA quick_check") if row[0] != "ok"]
+    unchecked = []
+    waited = db.execute("PRAGMA busy_timeout").fetchone()[0]
+    db.execute(f"PRAGMA busy_timeout = {CHECK_BUSY_TIMEOUT_MS}")  # a harvest's batch is shorter
     try:
         db.execute("INSERT INTO studies_fts(studies_fts, rank) VALUES('integrity-check', 1)")
     except sqlite3.DatabaseError as exc:
-        if "readonly" in str(exc):
-            problems.append("full-text index not checked: the file is read-only here")
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_CORRUPT:
+            unchecked.append(f"full-text index not checked ({exc})")
         else:
             problems.append(
                 f"the full-text index does not match the studies table ({exc}): a program "
                 "outside harvest wrote to it (INSERT OR REPLACE without PRAGMA "
                 "recursive_triggers = ON?); rebuild it with: sqlite-utils rebuild-fts DB studies"
             )
-    return problems
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {int(waited)}")
+    return problems, unchecked
+
+
+CHECK_BUSY_TIMEOUT_MS = 3000
 
 
 def _writable(path: Path) -> bool:
@@ -470,13 +478,17 @@ def _find_existing(db: Database, rows: list[dict[str, Any]]) -> dict[tuple[str, 
 def _older_copy(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether ``new`` is an older copy of the record ``old`` holds: a lower PMID version, or
     the same version revised earlier (an old export or baseline imported after newer
-    harvests). ISO dates compare as text; a record without a revision date cannot be placed."""
+    harvests). ISO dates compare as text. NLM's records gain a DateRevised and never lose
+    it, so NLM's copy without one is older than a dated row; a feed's copy never has one."""
     if not old["pmid"] or new["pmid"] != old["pmid"]:
         return False
     new_version, old_version = new["pmid_version"] or 1, old["pmid_version"] or 1
     if new_version != old_version:
         return new_version < old_version
-    return bool(new["date_revised"]) and new["date_revised"] < (old["date_revised"] or "")
+    if not new["date_revised"]:
+        nlm = _AUTHORITY.get(new["record_source"], 1) == _TOP_AUTHORITY
+        return nlm and bool(old["date_revised"])
+    return new["date_revised"] < (old["date_revised"] or "")
 
 
 def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:

@@ -165,9 +165,9 @@ def test_run_quiet_hides_retry_warnings(tmp_path, fake_ncbi, shared_data):
             assert len(retry_lines) == 1 and retry_lines[0].startswith("harvest: esearch: ")
 
 
-def test_run_with_ncbi_silent_spends_one_topics_tries_and_asks_no_more(tmp_path, fake_ncbi):
-    """A server that never answers: the first topic waits out its tries; the other topics are
-    not asked, each recorded as failed with the reason; the run ends in seconds."""
+def test_run_with_ncbi_silent_spends_two_requests_tries_and_asks_no_more(tmp_path, fake_ncbi):
+    """A server that never answers: the first two topics wait out their tries; the third is
+    not asked, recorded as failed with the reason; the run ends in seconds."""
     cfg = tmp_path / "harvest.toml"
     cfg.write_text('[ncbi]\nread_timeout = 0.3\nconnect_timeout = 0.3\nmax_tries = 2\n'
                    '[topics.aaa]\nquery = "first"\n[topics.bbb]\nquery = "second"\n'
@@ -181,11 +181,11 @@ def test_run_with_ncbi_silent_spends_one_topics_tries_and_asks_no_more(tmp_path,
                           env=env, capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert time.monotonic() - started < 10
-    assert len(fake_ncbi.requests_to("esearch")) == 2  # the first topic's two tries, no more
+    assert len(fake_ncbi.requests_to("esearch")) == 4  # two topics' two tries, no more
     lines = done.stdout.splitlines()
-    assert any(ln.startswith("pubmed:aaa: error") and "timed out" in ln for ln in lines), lines
-    for topic in ("bbb", "ccc"):
-        assert any(ln.startswith(f"pubmed:{topic}: error") and "not asked" in ln for ln in lines), lines
+    for topic in ("aaa", "bbb"):
+        assert any(ln.startswith(f"pubmed:{topic}: error") and "timed out" in ln for ln in lines), lines
+    assert any(ln.startswith("pubmed:ccc: error") and "not asked" in ln for ln in lines), lines
     runs = sqlite3.connect(db).execute("SELECT source, status FROM runs ORDER BY id").fetchall()
     assert runs == [("pubmed:aaa", "error"), ("pubmed:bbb", "error"), ("pubmed:ccc", "error")]
 
@@ -330,3 +330,14 @@ def test_status_check_finds_an_index_an_outside_writer_left_stale(tmp_path, shar
     assert "sqlite-utils rebuild-fts DB studies" in stale.output
     Database(db)["studies"].rebuild_fts()  # the repair the message names
     assert invoke("status", "--db", str(db), "--check").exit_code == 0
+    # While a harvest holds the write lock the index cannot be compared: not checked, not
+    # reported as damaged.
+    busy = sqlite3.connect(db)
+    busy.execute("BEGIN IMMEDIATE")
+    try:
+        locked = invoke("status", "--db", str(db), "--check")
+    finally:
+        busy.rollback()
+    assert locked.exit_code == 0, locked.output
+    assert "full-text index not checked (database is locked)" in locked.output
+    assert f"check: incomplete ({db})" in locked.output and "does not match" not in locked.output

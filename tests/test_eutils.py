@@ -504,19 +504,33 @@ def test_a_server_that_never_answers_ends_the_call(
     assert "timed out" in caplog.text  # each retry is logged
 
 
-def test_after_a_request_gets_no_reply_the_client_asks_no_more(corpus: FakeNCBI) -> None:
-    """NCBI down: one request spends its tries; the rest of the run fails at once, without
-    its own tries and timeouts (a cron run of three topics and the DOI look-up would wait
-    them all out)."""
+def test_after_two_requests_get_no_reply_the_client_asks_no_more(corpus: FakeNCBI) -> None:
+    """NCBI down: two requests in a row spend their tries; the rest of the run fails at once,
+    without its own tries and timeouts (a cron run of three topics and the DOI look-up would
+    wait them all out)."""
     client = make_client(corpus, read_timeout=0.3, max_tries=2)
-    corpus.fail("efetch", times=2, with_=Fault.stall(5))
-    with pytest.raises(EutilsTransientError, match="timed out"):
-        client.efetch_ids(["27797938"])
+    corpus.fail("*", times=4, with_=Fault.stall(5))
+    for _ in range(2):
+        with pytest.raises(EutilsTransientError, match="timed out"):
+            client.efetch_ids(["27797938"])
     made, started = client.requests_made, time.monotonic()
     with pytest.raises(EutilsUnreachable, match="not asked: NCBI gave no complete reply earlier"):
         client.esearch("dry needling")
-    assert client.requests_made == made == 2 and time.monotonic() - started < 0.1
+    assert client.requests_made == made == 4 and time.monotonic() - started < 0.1
     assert len(corpus.requests_to("esearch")) == 0
+
+
+def test_one_slow_request_on_a_server_that_answers_does_not_stop_the_run(corpus: FakeNCBI) -> None:
+    client = make_client(corpus, read_timeout=0.3, max_tries=2)
+    assert client.esearch("dry needling").count >= 0  # NCBI answers...
+    corpus.fail("efetch", times=2, with_=Fault.stall(5))
+    with pytest.raises(EutilsTransientError, match="timed out"):  # ...but this one is slow
+        client.efetch_ids(["27797938"])
+    assert client.esearch("dry needling").count >= 0 and client.unreachable is None
+    corpus.fail("efetch", times=2, with_=Fault.stall(5))  # a reply in between resets the count
+    with pytest.raises(EutilsTransientError, match="timed out"):
+        client.efetch_ids(["27797938"])
+    assert client.unreachable is None
 
 
 def test_a_server_that_answers_with_errors_is_still_asked(corpus: FakeNCBI) -> None:

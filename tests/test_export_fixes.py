@@ -328,14 +328,14 @@ def test_a_feeds_family_comma_given_names_are_split_for_citation_managers(db: An
     from harvest import store
     from harvest.models import Study
 
-    study = Study(title="Dry needling and pain", authors=["Espejo-Antúnez, Luis", "Writing Group, for the Trial"],
+    groups = ["Writing Group, for the Trial", "NICE, Guideline Development Team", "Pfizer, Inc"]
+    study = Study(title="Dry needling and pain", authors=["Espejo-Antúnez, Luis", *groups],
                   year=2024, record_source="feed", journal="J Awk")  # fmt: skip
     with store.write_tx(db):
         saved = store.save_studies(db, [study], now="2026-01-01T00:00:00Z")
     (rec,) = export.load_records(db, saved.changed_ids)
     (item,) = export.to_csl_items([rec])
-    assert item["author"] == [{"family": "Espejo-Antúnez", "given": "Luis"},
-                              {"literal": "Writing Group, for the Trial"}]  # fmt: skip
-    assert "author = {Espejo-Antúnez, Luis and {Writing Group, for the Trial}}" in export.to_bibtex([rec])
+    assert item["author"] == [{"family": "Espejo-Antúnez", "given": "Luis"}, *({"literal": g} for g in groups)]
+    assert "author = {Espejo-Antúnez, Luis and {Writing Group, for the Trial} and" in export.to_bibtex([rec])
     (entry,) = rispy.loads(export.to_ris([rec]))
-    assert entry["authors"] == ["Espejo-Antúnez, Luis", "Writing Group, for the Trial"]
+    assert entry["authors"] == ["Espejo-Antúnez, Luis", *groups]

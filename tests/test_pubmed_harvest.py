@@ -174,6 +174,30 @@ def test_a_day_over_the_cap_is_split_by_a_second_date(db, fake_ncbi, over_cap_ba
     assert sum(parts) == len(unique)
 
 
+def test_a_backfill_failing_after_a_split_day_resumes_from_a_date_in_range(db, tmp_path, fake_ncbi, shared_data):
+    """The parts of a split day run by publication date: their ends (back to 1700, up to a
+    year ahead) must never become the backfill cursor, or the next run resumes in the future
+    and never asks for the records entered after that day."""
+    unique = sorted(set(fake_ncbi.load_records(shared_data / "pubmed" / "pubmed21n1298-even.xml.gz")), key=int)
+    day, late = unique[:10100], unique[10100:]
+    fake_ncbi.set_dates(day, edat=date(2024, 1, 10))
+    fake_ncbi.spread_dates(date(2023, 6, 1), date(2024, 1, 10), field="pdat", pmids=day)
+    fake_ncbi.set_dates(late, edat=date(2024, 1, 15))
+    client = client_for(fake_ncbi)
+    scratch = store.open_db(tmp_path / "scratch.db")  # counts the efetches of a whole backfill
+    assert pubmed.harvest_topic(scratch, client, TOPIC, ncbi(batch_size=500), today=date(2024, 1, 20)).status == "ok"
+    efetches = len(fake_ncbi.requests_to("efetch"))
+    # This time every try of the last efetch (the late records') fails.
+    fake_ncbi.fail("efetch", at=range(2 * efetches, 2 * efetches + 5), with_=Fault.status(500))
+    failed = pubmed.harvest_topic(db, client, TOPIC, ncbi(batch_size=500), today=date(2024, 1, 20))
+    assert failed.status == "error"
+    cursor = store.get_source(db, TOPIC.source_name)["cursor"]
+    assert "2024/01/01" <= cursor < "2024/01/15", cursor
+    resumed = pubmed.harvest_topic(db, client, TOPIC, ncbi(batch_size=500), today=date(2024, 1, 20))
+    assert resumed.status == "ok", resumed.error
+    assert set(stored_pmids(db)) == set(unique)
+
+
 def _count_in(params, dates) -> int:
     lo, hi = (date(*map(int, params[k].split("/"))) for k in ("mindate", "maxdate"))
     return sum(lo <= d <= hi for d in dates)

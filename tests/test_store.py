@@ -288,9 +288,14 @@ def test_an_older_revision_of_a_record_never_rolls_it_back(db):
     assert save(db, older).unchanged == 1
     row = db["studies"].get(1)
     assert (row["title"], row["retracted"], row["date_revised"]) == ("Dry needling RCT", 1, "2026-03-01")
-    # A later revision still replaces it, and a record that cannot be dated still merges.
+    # A later revision still replaces it; NLM's undated copy (records gain a DateRevised and
+    # never lose it) is an older one; a feed's entry for the PMID still merges (fills blanks).
     assert save(db, study(title="Dry needling RCT, corrected", date_revised="2026-04-01")).updated == 1
-    assert save(db, study(title="Undated copy", date_revised=None)).updated == 1
+    assert save(db, study(title="Undated copy", date_revised=None)).unchanged == 1
+    assert save(db, study(title="From a feed", date_revised=None, record_source="feed",
+                          pmcid="PMC123")).updated == 1  # fmt: skip
+    row = db["studies"].get(1)
+    assert (row["title"], row["pmcid"]) == ("Dry needling RCT, corrected", "PMC123")
 
 
 def test_an_older_copy_does_not_undo_a_deletion(db):
