@@ -198,6 +198,16 @@ def test_a_backfill_failing_after_a_split_day_resumes_from_a_date_in_range(db, t
     assert set(stored_pmids(db)) == set(unique)
 
 
+def test_a_split_day_whose_parts_miss_records_is_an_error(db, fake_ncbi, over_cap_backfilled):
+    unique, _, client = over_cap_backfilled
+    # Five records revised that day have an entry date outside the range the day is split by.
+    fake_ncbi.set_dates(sorted(unique)[:5], edat=date(2026, 1, 1))
+    result = pubmed.harvest_topic(db, client, TOPIC, ncbi(batch_size=500), today=date(2024, 1, 21))
+    assert result.status == "error"
+    assert f"split by edat holds {len(unique) - 5} of its {len(unique)} records" in result.error
+    assert store.get_source(db, TOPIC.source_name)["cursor"] == "2024/01/20"
+
+
 def _count_in(params, dates) -> int:
     lo, hi = (date(*map(int, params[k].split("/"))) for k in ("mindate", "maxdate"))
     return sum(lo <= d <= hi for d in dates)
