@@ -182,9 +182,10 @@ def harvest_feed(
         # New or re-pointed in the configuration: forget the old address's state.
         src = _reset_source(db, name, feed.url)
     if src.get("feed_state") == "gone":
+        count = src.get("not_found_count") or 1
         return FeedResult(name, "skipped", url=src["fetch_url"], error=(
-            f"gone ({src.get('not_found_count')} answers of HTTP 404/410 in a row, last "
-            f"{src.get('last_http_status')}); fix or remove its url in the configuration"))
+            f"gone (last answer HTTP {src.get('last_http_status')}, {count} in a row of 404 or "
+            "410); fix or remove its url in the configuration"))
     url = src.get("fetch_url") or feed.url
     run_id = store.start_run(db, name, query_version=_version(feed.url))
     result = FeedResult(name, "ok", url=url, run_id=run_id)

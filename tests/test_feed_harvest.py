@@ -157,6 +157,7 @@ def test_a_410_marks_the_feed_gone_at_once(db, tmp_path, feed_host):
     assert (src["feed_state"], src["last_http_status"]) == ("gone", 410)
     r2 = by_source(harvest_feeds(db, settings, upgrade=False))
     assert r2["feed:dead"].status == "skipped" and len(feed_host.requests_to("/dead")) == 1
+    assert r2["feed:dead"].error.startswith("gone (last answer HTTP 410, 1 in a row of 404 or 410)")
 
 
 def test_repeated_not_found_marks_the_feed_gone_without_stopping_others(db, tmp_path, feed_host):
