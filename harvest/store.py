@@ -370,27 +370,11 @@ def save_rows(
         result.seen_ids.append(old["id"])
         if row["record_source"] == "pubmed" and row["pmid"]:
             returned.append(row["pmid"])
-        if _older_copy(old, row):  # it neither rolls the study back nor undoes a deletion
+        if _update_existing(db, old, row, now):
+            result.updated += 1
+            result.changed_ids.append(old["id"])
+        else:
             result.unchanged += 1
-            continue
-        merged = _merge(old, row)
-        # Only NLM's own record brings a deleted study back (PubMed returning its PMID); a
-        # feed seeing the work must not undo a DeleteCitation or a merge.
-        revive = bool(old["deleted"]) and _AUTHORITY.get(row["record_source"], 1) == _TOP_AUTHORITY
-        if merged is None and not revive:
-            result.unchanged += 1
-            continue
-        merged = merged or {}
-        merged.update(last_updated=now, missing_count=0)
-        if revive:
-            merged.update(deleted=0, deleted_reason=None)
-        db["studies"].update(old["id"], merged)
-        result.updated += 1
-        result.changed_ids.append(old["id"])
-        if old["pmid"] and (merged.get("doi") or (revive and old["doi"])):
-            # PubMed gave a study its DOI at last, or brought it back: feed-only rows with
-            # that DOI (a feed may have listed the work meanwhile) were this study all along
-            _absorb_feed_rows(db, old["id"], merged.get("doi") or old["doi"], now=now)
     if inserts:
         first = db.execute("SELECT coalesce(max(id), 0) FROM studies").fetchone()[0]
         _insert_rows(db, inserts)
@@ -406,6 +390,28 @@ def save_rows(
             [(run_id, i, now, how) for i in result.seen_ids],
         )
     return result
+
+
+def _update_existing(db: Database, old: dict[str, Any], row: dict[str, Any], now: str) -> bool:
+    """Merge ``row`` into the stored study ``old``; whether anything changed."""
+    if _older_copy(old, row):  # it neither rolls the study back nor undoes a deletion
+        return False
+    merged = _merge(old, row)
+    # Only NLM's own record brings a deleted study back (PubMed returning its PMID); a
+    # feed seeing the work must not undo a DeleteCitation or a merge.
+    revive = bool(old["deleted"]) and _AUTHORITY.get(row["record_source"], 1) == _TOP_AUTHORITY
+    if merged is None and not revive:
+        return False
+    merged = merged or {}
+    merged.update(last_updated=now, missing_count=0)
+    if revive:
+        merged.update(deleted=0, deleted_reason=None)
+    db["studies"].update(old["id"], merged)
+    if old["pmid"] and (merged.get("doi") or (revive and old["doi"])):
+        # PubMed gave a study its DOI at last, or brought it back: feed-only rows with
+        # that DOI (a feed may have listed the work meanwhile) were this study all along
+        _absorb_feed_rows(db, old["id"], merged.get("doi") or old["doi"], now=now)
+    return True
 
 
 def _insert_rows(db: Database, rows: list[dict[str, Any]]) -> None:
