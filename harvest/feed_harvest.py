@@ -174,13 +174,7 @@ def harvest_feed(
     started = time.monotonic()
     opts = config.options
     name = feed.source_name
-    src = store.ensure_source(
-        db, name, kind="feed", topic=",".join(feed.topics), query=feed.url,
-        query_version=_version(feed.url), feed_kind=feed.kind, expected_hours=opts.expected_hours,
-    )  # fmt: skip
-    if src.get("fetch_url_for") != feed.url:
-        # New or re-pointed in the configuration: forget the old address's state.
-        src = _reset_source(db, name, feed.url)
+    src = _source(db, feed, config)
     if src.get("feed_state") == "gone":
         count = src.get("not_found_count") or 1
         return FeedResult(name, "skipped", url=src["fetch_url"], error=(
@@ -219,11 +213,7 @@ def harvest_feed(
             validators = ({"etag": None, "last_modified": None} if parsed.truncated else
                           {"etag": fetched.etag, "last_modified": fetched.last_modified})
             store.update_source(db, name, **validators, **state)
-            store.add_run_counts(db, run_id, found=result.found, new=result.new,
-                                 updated=result.updated, unchanged=result.unchanged,
-                                 skipped=result.skipped)  # fmt: skip
-            if result.warnings:
-                db["runs"].update(run_id, {"warnings": "; ".join(result.warnings)})
+            _record_counts(db, result)
         store.finish_run(db, run_id, status="ok")
         return result
     except Exception as exc:  # noqa: BLE001 - a bug or a database error: this feed fails
@@ -235,6 +225,26 @@ def harvest_feed(
         return result
     finally:
         result.seconds = time.monotonic() - started
+
+
+def _source(db: Database, feed: Feed, config: FeedsConfig) -> dict[str, Any]:
+    """The feed's source row; a feed new or re-pointed in the configuration starts afresh."""
+    src = store.ensure_source(
+        db, feed.source_name, kind="feed", topic=",".join(feed.topics), query=feed.url,
+        query_version=_version(feed.url), feed_kind=feed.kind,
+        expected_hours=config.options.expected_hours,
+    )  # fmt: skip
+    if src.get("fetch_url_for") != feed.url:  # forget the old address's state
+        src = _reset_source(db, feed.source_name, feed.url)
+    return src
+
+
+def _record_counts(db: Database, result: FeedResult) -> None:
+    store.add_run_counts(db, result.run_id, found=result.found, new=result.new,  # type: ignore[arg-type]
+                         updated=result.updated, unchanged=result.unchanged,
+                         skipped=result.skipped)  # fmt: skip
+    if result.warnings:
+        db["runs"].update(result.run_id, {"warnings": "; ".join(result.warnings)})
 
 
 def _failed(
