@@ -141,13 +141,11 @@ def _check_writable(db_path: Any) -> None:
 def _refuse_foreign(db_path: Any) -> None:
     """A file that is not our database is refused before its lock file is made beside it
     (an empty or missing file is fine: run creates the database)."""
-    from harvest.store import open_read_only
-
     path = Path(db_path)
     if not path.is_file() or path.stat().st_size == 0:
         return
     try:
-        open_read_only(path).conn.close()
+        store.open_read_only(path).conn.close()
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -77,7 +77,7 @@ FORMATS: dict[str, Format] = {
 FORMAT_ALIASES = {"csl-json": "csljson"}
 
 
-# --- the JSONL export (kept as it was: the CLI and notebooks use it) ------------------------
+# --- every stored study as a dict (for scripts and notebooks; the CLI exports by id) -------
 
 
 def iter_studies(db: Database, *, include_deleted: bool = True) -> Iterator[dict[str, Any]]:
@@ -733,6 +733,7 @@ def to_csv(records: Iterable[dict[str, Any]]) -> str:
 # What kind of work (the stored work_type) → each format's type; None is a journal article.
 _RIS_TYPES = {None: "JOUR", "chapter": "CHAP", "book": "BOOK"}
 _CSL_TYPES = {None: "article-journal", "chapter": "chapter", "book": "book"}
+_BIB_TYPES: dict[str | None, str] = {"chapter": "incollection", "book": "book"}
 
 
 def _work_type(rec: dict[str, Any]) -> str | None:
@@ -917,14 +918,9 @@ def to_bibtex(records: Iterable[dict[str, Any]]) -> str:
             else:
                 text = bibtex_escape(value)
             out.append(Field(key, text))  # bibtexparser adds the enclosing braces
-        # @article requires a journal (BibTeX warns without one); @misc does not. A Bookshelf
-        # chapter is @incollection (booktitle, publisher), a whole book @book (publisher).
-        if kind == "chapter":
-            entry_type = "incollection"
-        elif kind == "book":
-            entry_type = "book"
-        else:
-            entry_type = "article" if rec.get("journal") else "misc"
+        # A Bookshelf chapter is @incollection (booktitle, publisher), a whole book @book;
+        # @article requires a journal (BibTeX warns without one), @misc does not.
+        entry_type = _BIB_TYPES.get(kind) or ("article" if rec.get("journal") else "misc")
         library.add(Entry(entry_type, citation_key(rec), out))
     # the library is ours to change: an in-place stack spares a deep copy of every entry
     # (and bibtexparser's warning about it on large exports)

@@ -32,8 +32,9 @@ from harvest.config import ConfigError, Settings
 from harvest.feed_config import Feed, FeedsConfig, load_feeds
 from harvest.feed_parse import FeedEntry, FeedParseError, ParsedFeed, parse_feed
 from harvest.feeds import FetchError, fetch_feed, user_agent
-from harvest.ingest import OnChanged
+from harvest.ingest import BatchCounts, OnChanged, write_batch
 from harvest.models import Study
+from harvest.pubmed_xml import PubmedXMLError, parse_pubmed_xml
 
 if TYPE_CHECKING:
     from harvest.eutils import EutilsClient
@@ -531,8 +532,6 @@ def upgrade_dois(
     and they join their feed row through the DOI (:func:`harvest.store.save_studies`).
     """
     from harvest.eutils import EutilsError
-    from harvest.ingest import BatchCounts, write_batch
-    from harvest.pubmed_xml import PubmedXMLError
 
     started = time.monotonic()
     src = store.ensure_source(db, UPGRADE_SOURCE, kind="feed-upgrade", topic=None,
@@ -568,8 +567,6 @@ def upgrade_dois(
 def _look_up_dois(client: EutilsClient, dois: list[str]) -> list[Study]:
     """PubMed's records for these DOIs: only those whose DOI was asked for (a loose match
     never adds an unrelated study)."""
-    from harvest.pubmed_xml import parse_pubmed_xml
-
     wanted = {d.lower() for d in dois}
     term = " OR ".join(f'"{d}"[doi]' for d in dois)
     found = client.esearch(term, usehistory=False, retmax=max(len(dois) * 2, 20))

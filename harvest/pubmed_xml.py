@@ -729,60 +729,39 @@ def _abstract(abstract: etree._Element | None, others: Iterable[etree._Element])
     return None
 
 
-def _authors(owner: etree._Element | None) -> list[str]:
-    """Authors of valid entries; editor lists (books) are not authors."""
-    names = []
-    for author_list in _children(owner, "AuthorList"):
-        if author_list.get("Type", "authors") != "authors":
-            continue
-        for author, last, initials, fore, collective in _name_parts(author_list):
-            if author.get("ValidYN") != "N" and (name := _author_name(last, initials, fore, collective)):
-                names.append(name)
-    return names
-
-
-_AUTHOR_PARTS = ("Author", "LastName", "Initials", "ForeName", "CollectiveName")
-
-
-_NameParts = tuple[etree._Element, str | None, str | None, etree._Element | None, etree._Element | None]
-
-
-def _name_parts(author_list: etree._Element) -> Iterator[_NameParts]:
-    """(Author, LastName text, Initials text, ForeName, CollectiveName) for each author.
-
-    One walk of the list, filtered by tag in C: an author's identifiers and affiliations, most of
-    its children, never become Python objects (18% less time for authors than a loop over each
-    author's children).
-    """
-    author = last = initials = fore = collective = None
-    for elem in author_list.iter(_AUTHOR_PARTS):
-        tag = elem.tag
-        if tag == "Author":
-            if author is not None:
-                yield author, last, initials, fore, collective
-            author, last, initials, fore, collective = elem, None, None, None, None
-        elif tag == "LastName":
-            last = elem.text if not len(elem) else _flatten(elem)
-        elif tag == "Initials":
-            initials = elem.text if not len(elem) else _flatten(elem)
-        elif tag == "ForeName":
-            fore = elem
-        else:
-            collective = elem
-    if author is not None:
-        yield author, last, initials, fore, collective
-
-
-def _author_name(
-    last: str | None, initials: str | None, fore: etree._Element | None, collective: etree._Element | None
-) -> str | None:
+def _author_name(author: etree._Element) -> str | None:
     """"LastName Initials" as PubMed shows it, or the CollectiveName of a group author."""
+    last = initials = fore = collective = None
+    for child in author:  # one pass, and no call per part: this runs for every author
+        tag = child.tag
+        if tag == "LastName":
+            last = child.text if not len(child) else _flatten(child)
+        elif tag == "Initials":
+            initials = child.text if not len(child) else _flatten(child)
+        elif tag == "ForeName":
+            fore = child
+        elif tag == "CollectiveName":
+            collective = child
+        elif tag == "AffiliationInfo":
+            break  # the DTD puts the name parts first; affiliations (most children) are not read
     if not last or last.isspace():
         return _flatten(collective) or None
     if not initials or initials.isspace():
         # A few records lack Initials; derive them from ForeName rather than drop them.
         initials = "".join(part[0].upper() for part in re.split(r"[\s\-.]+", _flatten(fore)) if part)
     return _clean(f"{last} {initials}" if initials else last)  # one clean-up for both parts
+
+
+def _authors(owner: etree._Element | None) -> list[str]:
+    """Authors of valid entries; editor lists (books) are not authors."""
+    names = []
+    for author_list in _children(owner, "AuthorList"):
+        if author_list.get("Type", "authors") != "authors":
+            continue
+        for author in author_list.iterchildren("Author"):
+            if author.get("ValidYN") != "N" and (name := _author_name(author)):
+                names.append(name)
+    return names
 
 
 def _mesh(heading_list: etree._Element | None) -> list[MeshHeading]:

@@ -92,6 +92,10 @@ def open_db(path: str | os.PathLike[str], *, create: bool = True, read_only: boo
     return db
 
 
+# How long the check waits for a harvest's write lock (a batch holds it for less).
+CHECK_BUSY_TIMEOUT_MS = 3000
+
+
 def check_database(db: Database) -> tuple[list[str], list[str]]:
     """(what is wrong with the file, what could not be checked), in words: SQLite's quick
     check, then a full comparison of the full-text index with the ``studies`` rows.
@@ -105,7 +109,7 @@ def check_database(db: Database) -> tuple[list[str], list[str]]:
     problems = [row[0] for row in db.execute("PRAGMA quick_check") if row[0] != "ok"]
     unchecked = []
     waited = db.execute("PRAGMA busy_timeout").fetchone()[0]
-    db.execute(f"PRAGMA busy_timeout = {CHECK_BUSY_TIMEOUT_MS}")  # a harvest's batch is shorter
+    db.execute(f"PRAGMA busy_timeout = {CHECK_BUSY_TIMEOUT_MS}")
     try:
         db.execute("INSERT INTO studies_fts(studies_fts, rank) VALUES('integrity-check', 1)")
     except sqlite3.DatabaseError as exc:
@@ -120,9 +124,6 @@ def check_database(db: Database) -> tuple[list[str], list[str]]:
     finally:
         db.execute(f"PRAGMA busy_timeout = {int(waited)}")
     return problems, unchecked
-
-
-CHECK_BUSY_TIMEOUT_MS = 3000
 
 
 def _writable(path: Path) -> bool:
@@ -399,7 +400,7 @@ def _update_existing(db: Database, old: dict[str, Any], row: dict[str, Any], now
     merged = _merge(old, row)
     # Only NLM's own record brings a deleted study back (PubMed returning its PMID); a
     # feed seeing the work must not undo a DeleteCitation or a merge.
-    revive = bool(old["deleted"]) and _AUTHORITY.get(row["record_source"], 1) == _TOP_AUTHORITY
+    revive = bool(old["deleted"]) and _from_nlm(row)
     if merged is None and not revive:
         return False
     merged = merged or {}
@@ -481,6 +482,11 @@ def _find_existing(db: Database, rows: list[dict[str, Any]]) -> dict[tuple[str, 
     return found
 
 
+def _from_nlm(row: dict[str, Any]) -> bool:
+    """Whether a row is NLM's own record (PubMed, a MEDLINE export), not a description."""
+    return _AUTHORITY.get(row["record_source"], 1) == _TOP_AUTHORITY
+
+
 def _older_copy(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether ``new`` is an older copy of the record ``old`` holds: a lower PMID version, or
     the same version revised earlier (an old export or baseline imported after newer
@@ -492,8 +498,7 @@ def _older_copy(old: dict[str, Any], new: dict[str, Any]) -> bool:
     if new_version != old_version:
         return new_version < old_version
     if not new["date_revised"]:
-        nlm = _AUTHORITY.get(new["record_source"], 1) == _TOP_AUTHORITY
-        return nlm and bool(old["date_revised"])
+        return _from_nlm(new) and bool(old["date_revised"])
     return new["date_revised"] < (old["date_revised"] or "")
 
 
